@@ -1,0 +1,109 @@
+// Package plugin is the metabind chained CNI plugin: on ADD it records which
+// pod owns each of its IPs and redirects that pod's metadata traffic to the
+// responder; on DEL it removes both.
+package plugin
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+)
+
+// Defaults for the netconf keys.
+const (
+	DefaultStateDir         = "/var/lib/metabind"
+	DefaultMetadataAddress  = "169.254.169.254:80"
+	DefaultResponderAddress = "169.254.169.252:988"
+	DefaultLogFile          = "/var/log/metabind/cni.log"
+)
+
+// PodAnnotationsCapability is the runtimeConfig key through which containerd
+// and CRI-O pass a pod's annotations to plugins that declare it.
+const PodAnnotationsCapability = "io.kubernetes.cri.pod-annotations"
+
+// NetConf is metabind's entry in a conflist.
+type NetConf struct {
+	types.NetConf
+
+	StateDir         string `json:"stateDir,omitempty"`
+	MetadataAddress  string `json:"metadataAddress,omitempty"`
+	ResponderAddress string `json:"responderAddress,omitempty"`
+	LogFile          string `json:"logFile,omitempty"`
+
+	RuntimeConfig struct {
+		PodAnnotations map[string]string `json:"io.kubernetes.cri.pod-annotations,omitempty"`
+	} `json:"runtimeConfig,omitempty"`
+
+	Metadata  netip.AddrPort  `json:"-"`
+	Responder netip.AddrPort  `json:"-"`
+	Result    *current.Result `json:"-"` // prevResult, when the runtime sent one
+}
+
+// ParseConfig reads the netconf from stdin bytes, fills in defaults and
+// checks every value. Errors name the offending key.
+func ParseConfig(stdin []byte) (*NetConf, error) {
+	conf := &NetConf{}
+	if err := json.Unmarshal(stdin, conf); err != nil {
+		return nil, fmt.Errorf("parse netconf: %w", err)
+	}
+	setDefaults(conf)
+	for _, p := range []struct{ key, path string }{{"stateDir", conf.StateDir}, {"logFile", conf.LogFile}} {
+		if !filepath.IsAbs(p.path) {
+			return nil, fmt.Errorf("netconf %s %q: must be an absolute path", p.key, p.path)
+		}
+	}
+	var err error
+	if conf.Metadata, err = parseAddress("metadataAddress", conf.MetadataAddress); err != nil {
+		return nil, err
+	}
+	if conf.Responder, err = parseAddress("responderAddress", conf.ResponderAddress); err != nil {
+		return nil, err
+	}
+	if conf.Metadata == conf.Responder {
+		return nil, fmt.Errorf("netconf responderAddress %q: must differ from metadataAddress", conf.ResponderAddress)
+	}
+	if conf.RawPrevResult != nil {
+		if err := version.ParsePrevResult(&conf.NetConf); err != nil {
+			return nil, fmt.Errorf("netconf prevResult: %w", err)
+		}
+		if conf.Result, err = current.NewResultFromResult(conf.PrevResult); err != nil {
+			return nil, fmt.Errorf("netconf prevResult: %w", err)
+		}
+	}
+	return conf, nil
+}
+
+func setDefaults(conf *NetConf) {
+	if conf.StateDir == "" {
+		conf.StateDir = DefaultStateDir
+	}
+	if conf.MetadataAddress == "" {
+		conf.MetadataAddress = DefaultMetadataAddress
+	}
+	if conf.ResponderAddress == "" {
+		conf.ResponderAddress = DefaultResponderAddress
+	}
+	if conf.LogFile == "" {
+		conf.LogFile = DefaultLogFile
+	}
+}
+
+// parseAddress accepts an IPv4 IP:port with a non-zero port.
+func parseAddress(key, value string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(value)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("netconf %s %q: want IPv4:port, e.g. %q: %w", key, value, DefaultMetadataAddress, err)
+	}
+	if !ap.Addr().Is4() {
+		return netip.AddrPort{}, fmt.Errorf("netconf %s %q: must be an IPv4 address (IPv6 comes with a separate key)", key, value)
+	}
+	if ap.Port() == 0 {
+		return netip.AddrPort{}, fmt.Errorf("netconf %s %q: port must not be 0", key, value)
+	}
+	return ap, nil
+}

@@ -1,0 +1,136 @@
+package plugin
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/metabind/metabind/plugin/redirect"
+	"github.com/metabind/metabind/store"
+)
+
+// SupportedVersions are the CNI spec versions metabind accepts. CHECK needs
+// 0.4.0; GC and STATUS (1.1.0) are answered by skel until metabind has its
+// own.
+var SupportedVersions = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
+
+// Plugin runs the CNI verbs. Its fields are what tests replace.
+type Plugin struct {
+	// LockTimeout bounds the wait for the binding store; past it a verb
+	// fails with CNI error 11 (try again later) and changes nothing.
+	LockTimeout time.Duration
+	// NewRedirect returns the iptables side for one metadata address.
+	NewRedirect func(metadata, responder netip.AddrPort) (*redirect.Redirect, error)
+	// Now stamps new bindings.
+	Now func() time.Time
+}
+
+// New returns the plugin as the metabind binary runs it.
+func New() *Plugin {
+	return &Plugin{LockTimeout: 3 * time.Second, NewRedirect: redirect.New, Now: time.Now}
+}
+
+// Funcs are the verbs for skel.PluginMainFuncs.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check}
+}
+
+// call is one verb's parsed input and logger.
+type call struct {
+	args *skel.CmdArgs
+	conf *NetConf
+	pod  PodArgs
+	log  *slog.Logger
+}
+
+func (c *call) attachment() store.Attachment {
+	return store.Attachment{ContainerID: c.args.ContainerID, IfName: c.args.IfName}
+}
+
+// run parses the input, opens the log and logs one line for the verb with
+// its outcome.
+func (p *Plugin) run(verb string, args *skel.CmdArgs, fn func(*call) error) error {
+	start := time.Now()
+	conf, err := ParseConfig(args.StdinData)
+	if err != nil {
+		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
+	}
+	pod, err := ParseArgs(args.Args)
+	if err != nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
+	}
+	log, closer := openLog(conf.LogFile, args)
+	defer closer.Close()
+	log = log.With("pod", string(pod.K8S_POD_NAMESPACE)+"/"+string(pod.K8S_POD_NAME))
+	err = fn(&call{args: args, conf: conf, pod: pod, log: log})
+	attrs := []any{"verb", verb, "ms", float64(time.Since(start).Microseconds()) / 1000}
+	if err != nil {
+		log.Error("metabind "+verb+" failed", append(attrs, "error", err)...)
+		if errors.Is(err, store.ErrBusy) {
+			return types.NewError(types.ErrTryAgainLater, err.Error(), "")
+		}
+		return err
+	}
+	log.Info("metabind "+verb+" done", attrs...)
+	return nil
+}
+
+// openStore takes the binding store for one verb.
+func (p *Plugin) openStore(c *call) (*store.Store, error) {
+	return store.Open(c.conf.StateDir, p.LockTimeout)
+}
+
+// ruleOf is the redirect that stands for a binding.
+func ruleOf(b store.Binding) redirect.Rule {
+	return redirect.Rule{
+		HostInterface: b.HostInterface,
+		Bridged:       b.Bridged,
+		IP:            b.IP,
+		ContainerID:   b.ContainerID,
+		IfName:        b.IfName,
+	}
+}
+
+// podIPs returns the IPv4 addresses prevResult assigns to ifName in the pod.
+func podIPs(result *current.Result, ifName string) []netip.Addr {
+	var out []netip.Addr
+	for _, ipc := range result.IPs {
+		if ipc.Interface != nil {
+			i := *ipc.Interface
+			if i < 0 || i >= len(result.Interfaces) || result.Interfaces[i].Name != ifName {
+				continue
+			}
+		}
+		ip, ok := netip.AddrFromSlice(ipc.Address.IP)
+		if !ok {
+			continue
+		}
+		ip = ip.Unmap()
+		if !ip.Is4() {
+			continue // IPv6 needs its own metadata address: a later change
+		}
+		if !contains(out, ip) {
+			out = append(out, ip)
+		}
+	}
+	return out
+}
+
+func contains(ips []netip.Addr, ip netip.Addr) bool {
+	for _, x := range ips {
+		if x == ip {
+			return true
+		}
+	}
+	return false
+}
+
+func printResult(c *call) error {
+	return types.PrintResult(c.conf.Result, c.conf.CNIVersion)
+}

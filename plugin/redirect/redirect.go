@@ -1,0 +1,218 @@
+package redirect
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// Tables is the part of go-iptables that redirect uses; tests substitute a
+// recorder.
+type Tables interface {
+	Exists(table, chain string, rulespec ...string) (bool, error)
+	Insert(table, chain string, pos int, rulespec ...string) error
+	Append(table, chain string, rulespec ...string) error
+	Delete(table, chain string, rulespec ...string) error
+	List(table, chain string) ([]string, error)
+	NewChain(table, chain string) error
+}
+
+var _ Tables = (*iptables.IPTables)(nil)
+
+// Redirect installs and removes metabind's rules for one metadata address.
+type Redirect struct {
+	tables    Tables
+	metadata  netip.AddrPort
+	responder netip.AddrPort
+}
+
+// New returns a Redirect that runs iptables (waiting up to 5 s for the
+// xtables lock where the backend has one).
+func New(metadata, responder netip.AddrPort) (*Redirect, error) {
+	ipt, err := iptables.New(iptables.Timeout(5))
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w", err)
+	}
+	return NewWithTables(ipt, metadata, responder), nil
+}
+
+// NewWithTables returns a Redirect over t.
+func NewWithTables(t Tables, metadata, responder netip.AddrPort) *Redirect {
+	return &Redirect{tables: t, metadata: metadata, responder: responder}
+}
+
+// EnsureBase creates the chains and jumps every pod rule relies on. When the
+// jumps are present (every ADD after the first) it costs two checks.
+func (r *Redirect) EnsureBase() error {
+	natOK, err := r.tables.Exists("nat", "PREROUTING", natJumpSpec(r.metadata)...)
+	if err != nil {
+		return fmt.Errorf("check nat PREROUTING jump: %w", err)
+	}
+	fwdOK, err := r.tables.Exists("filter", "FORWARD", forwardJumpSpec(r.metadata)...)
+	if err != nil {
+		return fmt.Errorf("check filter FORWARD jump: %w", err)
+	}
+	if natOK && fwdOK {
+		return nil
+	}
+	// Block before redirecting: a jump into an empty DNAT chain is harmless,
+	// an open path to the real metadata server is not.
+	steps := []struct {
+		table, chain string
+		spec         []string
+		jump         bool
+	}{
+		{"filter", FilterChain, blockSpec, false},
+		{"filter", "FORWARD", forwardJumpSpec(r.metadata), true},
+		{"filter", "INPUT", inputJumpSpec(r.metadata), true},
+		{"nat", NATChain, nil, false},
+		{"nat", "PREROUTING", natJumpSpec(r.metadata), true},
+	}
+	for _, s := range steps {
+		if !s.jump {
+			if err := r.ensureChain(s.table, s.chain); err != nil {
+				return err
+			}
+			if s.spec == nil {
+				continue
+			}
+		}
+		if _, err := r.ensureRule(s.table, s.chain, s.jump, s.spec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *Redirect) ensureChain(table, chain string) error {
+	err := r.tables.NewChain(table, chain)
+	if err == nil || isExists(err) {
+		return nil
+	}
+	return fmt.Errorf("create %s %s: %w", table, chain, err)
+}
+
+// ensureRule adds spec unless present; jumps go first in the built-in
+// chains so that no earlier ACCEPT or DNAT can take metadata traffic.
+// It reports whether it added the rule.
+func (r *Redirect) ensureRule(table, chain string, first bool, spec []string) (bool, error) {
+	ok, err := r.tables.Exists(table, chain, spec...)
+	if err != nil {
+		return false, fmt.Errorf("check %s %s: %w", table, chain, err)
+	}
+	if ok {
+		return false, nil
+	}
+	if first {
+		err = r.tables.Insert(table, chain, 1, spec...)
+	} else {
+		err = r.tables.Append(table, chain, spec...)
+	}
+	if err != nil {
+		return false, fmt.Errorf("add to %s %s: %w", table, chain, err)
+	}
+	return true, nil
+}
+
+// CheckBase reports an error naming the first chain, jump or block rule
+// that EnsureBase would have to create.
+func (r *Redirect) CheckBase() error {
+	for _, s := range []struct {
+		table, chain string
+		spec         []string
+	}{
+		{"nat", "PREROUTING", natJumpSpec(r.metadata)},
+		{"filter", "FORWARD", forwardJumpSpec(r.metadata)},
+		{"filter", "INPUT", inputJumpSpec(r.metadata)},
+		{"filter", FilterChain, blockSpec},
+	} {
+		ok, err := r.tables.Exists(s.table, s.chain, s.spec...)
+		if err != nil {
+			return fmt.Errorf("check %s %s: %w", s.table, s.chain, err)
+		}
+		if !ok {
+			return fmt.Errorf("%s %s lacks metabind's rule %q", s.table, s.chain, strings.Join(s.spec, " "))
+		}
+	}
+	return nil
+}
+
+// Add installs rule unless it is already there (a retried ADD), and reports
+// whether it added it.
+func (r *Redirect) Add(rule Rule) (bool, error) {
+	added, err := r.ensureRule("nat", NATChain, false, rule.Spec(r.responder))
+	if err != nil {
+		return false, fmt.Errorf("redirect %s on %s: %w", rule.IP, rule.HostInterface, err)
+	}
+	return added, nil
+}
+
+// Remove deletes rule; a rule that is already gone is not an error.
+func (r *Redirect) Remove(rule Rule) error {
+	err := r.tables.Delete("nat", NATChain, rule.Spec(r.responder)...)
+	if err == nil || isNotExist(err) {
+		return nil
+	}
+	return fmt.Errorf("remove redirect %s on %s: %w", rule.IP, rule.HostInterface, err)
+}
+
+// Has reports whether rule is installed.
+func (r *Redirect) Has(rule Rule) (bool, error) {
+	return r.tables.Exists("nat", NATChain, rule.Spec(r.responder)...)
+}
+
+// RemoveByComment deletes every rule of NATChain whose comment names the
+// attachment: the way to clean up when the store no longer knows the rules'
+// interfaces and IPs. It returns how many it removed.
+func (r *Redirect) RemoveByComment(containerID, ifName string) (int, error) {
+	rules, err := r.tables.List("nat", NATChain)
+	if err != nil {
+		if isNotExist(err) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("list nat %s: %w", NATChain, err)
+	}
+	want := "--comment " + Comment(containerID, ifName) + " "
+	n := 0
+	for _, line := range rules {
+		if !strings.Contains(line+" ", want) {
+			continue
+		}
+		spec, ok := ruleFromListing(line)
+		if !ok {
+			continue
+		}
+		if err := r.tables.Delete("nat", NATChain, spec...); err != nil && !isNotExist(err) {
+			return n, fmt.Errorf("remove %q: %w", line, err)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// ruleFromListing turns a line of `iptables -S CHAIN` ("-A CHAIN args...")
+// back into a rule spec. Our own rules hold no quoted words (the comment has
+// no spaces), so splitting on white space is exact for them.
+func ruleFromListing(line string) ([]string, bool) {
+	f := strings.Fields(line)
+	if len(f) < 3 || f[0] != "-A" {
+		return nil, false
+	}
+	return f[2:], true
+}
+
+func isNotExist(err error) bool {
+	var e *iptables.Error
+	if errors.As(err, &e) {
+		return e.IsNotExist()
+	}
+	return false
+}
+
+func isExists(err error) bool {
+	var e *iptables.Error
+	return errors.As(err, &e) && e.ExitStatus() == 1 && strings.Contains(e.Error(), "exists")
+}

@@ -1,0 +1,74 @@
+// Package store is the node-local record of which pod owns which IP.
+//
+// The CNI plugin writes it on ADD and DEL; the responder and metabindctl
+// read it. The file is a bbolt database under the state directory, guarded by
+// a separate gate lock (see lock.go) so that readers never starve the plugin,
+// and paired with a generation file (see generation.go) so that readers can
+// tell in one pread whether anything changed since they last looked.
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Binding is what the runtime told the plugin about one pod IP at ADD.
+type Binding struct {
+	IP               netip.Addr        `json:"ip"`
+	ContainerID      string            `json:"containerID"`
+	IfName           string            `json:"ifName"`
+	NetNS            string            `json:"netns,omitempty"`
+	HostInterface    string            `json:"hostInterface"`
+	Bridged          bool              `json:"bridged,omitempty"` // HostInterface is a bridge port
+	Namespace        string            `json:"namespace,omitempty"`
+	Pod              string            `json:"pod,omitempty"`
+	PodUID           string            `json:"podUID,omitempty"`
+	InfraContainerID string            `json:"infraContainerID,omitempty"`
+	Annotations      map[string]string `json:"annotations,omitempty"`
+	Created          time.Time         `json:"created"`
+}
+
+// Attachment names the CNI attachment (container ID + interface) that owns
+// a binding; DEL and GC address bindings by it.
+type Attachment struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+// Attachment returns the attachment that owns b.
+func (b Binding) Attachment() Attachment {
+	return Attachment{ContainerID: b.ContainerID, IfName: b.IfName}
+}
+
+func (a Attachment) key() []byte {
+	// CNI container IDs are [A-Za-z0-9_.-]+ and interface names cannot hold
+	// NUL, so NUL separates them unambiguously.
+	return []byte(a.ContainerID + "\x00" + a.IfName)
+}
+
+func (a Attachment) String() string { return a.ContainerID + "/" + a.IfName }
+
+func encodeBinding(b Binding) ([]byte, error) { return json.Marshal(b) }
+
+func decodeBinding(key, value []byte) (Binding, error) {
+	var b Binding
+	if err := json.Unmarshal(value, &b); err != nil {
+		return Binding{}, fmt.Errorf("decode binding %q: %w", key, err)
+	}
+	if !b.IP.IsValid() || b.IP.String() != string(key) {
+		return Binding{}, fmt.Errorf("decode binding %q: record names IP %q", key, b.IP)
+	}
+	return b, nil
+}
+
+func encodeIPList(ips []netip.Addr) ([]byte, error) { return json.Marshal(ips) }
+
+func decodeIPList(a Attachment, v []byte) ([]netip.Addr, error) {
+	var ips []netip.Addr
+	if err := json.Unmarshal(v, &ips); err != nil {
+		return nil, fmt.Errorf("decode attachment %s: %w", a, err)
+	}
+	return ips, nil
+}

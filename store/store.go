@@ -1,0 +1,252 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// SchemaVersion is the layout this binary reads and writes. A store written
+// by a newer schema is refused rather than misread.
+const SchemaVersion = 1
+
+var (
+	bucketMeta        = []byte("meta")
+	bucketBindings    = []byte("bindings")    // IP -> Binding (JSON)
+	bucketAttachments = []byte("attachments") // containerID NUL ifname -> owned IPs (JSON list)
+	keySchema         = []byte("schemaVersion")
+)
+
+// DBPath is the database file under a state directory.
+func DBPath(dir string) string { return filepath.Join(dir, "bindings.db") }
+
+func lockPath(dir string) string { return filepath.Join(dir, "bindings.lock") }
+
+// Store is the read-write handle the CNI plugin holds for one verb. Open it,
+// run one Update, Close it: holding it blocks every other writer and reader.
+type Store struct {
+	dir  string
+	db   *bolt.DB
+	gate *gate
+}
+
+// Open takes the store for writing, creating the state directory and the
+// database if needed. It waits at most timeout for other processes and
+// returns an error wrapping ErrBusy when that runs out.
+func Open(dir string, timeout time.Duration) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state dir: %w", err)
+	}
+	g, err := lockGate(lockPath(dir), true, timeout)
+	if err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(DBPath(dir), 0o600, &bolt.Options{Timeout: timeout})
+	if err != nil {
+		g.unlock()
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("%w: %s is held open by a process that bypasses %s", ErrBusy, DBPath(dir), lockPath(dir))
+		}
+		return nil, fmt.Errorf("open %s: %w", DBPath(dir), err)
+	}
+	s := &Store{dir: dir, db: db, gate: g}
+	if err := db.Update(initSchema); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func initSchema(tx *bolt.Tx) error {
+	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+	if err != nil {
+		return err
+	}
+	if v := meta.Get(keySchema); v != nil {
+		if err := checkSchema(v); err != nil {
+			return err
+		}
+	} else if err := meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
+		return err
+	}
+	for _, name := range [][]byte{bucketBindings, bucketAttachments} {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkSchema(v []byte) error {
+	n, err := strconv.Atoi(string(v))
+	if err != nil || n != SchemaVersion {
+		return fmt.Errorf("binding store has schema version %q; this binary reads version %d", v, SchemaVersion)
+	}
+	return nil
+}
+
+// Close releases the database and the lock.
+func (s *Store) Close() error {
+	err := s.db.Close()
+	if uerr := s.gate.unlock(); err == nil {
+		err = uerr
+	}
+	return err
+}
+
+// Update runs fn in one read-write transaction. When fn returns an error
+// nothing is written. After a commit the generation counter is bumped so
+// readers see the change.
+func (s *Store) Update(fn func(*Tx) error) error {
+	if err := s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) }); err != nil {
+		return err
+	}
+	return bumpGeneration(s.dir)
+}
+
+// View runs fn in a read-only transaction.
+func (s *Store) View(fn func(*Tx) error) error {
+	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })
+}
+
+// Tx is one transaction over the bindings.
+type Tx struct{ tx *bolt.Tx }
+
+// Get returns the binding of ip, if any.
+func (t *Tx) Get(ip netip.Addr) (Binding, bool, error) {
+	b := t.tx.Bucket(bucketBindings)
+	if b == nil {
+		return Binding{}, false, nil
+	}
+	key := []byte(ip.String())
+	v := b.Get(key)
+	if v == nil {
+		return Binding{}, false, nil
+	}
+	bd, err := decodeBinding(key, v)
+	return bd, err == nil, err
+}
+
+// Put records b, replacing any binding of the same IP. If another
+// attachment owned the IP, the IP is removed from that attachment's index.
+func (t *Tx) Put(b Binding) error {
+	if !b.IP.IsValid() {
+		return errors.New("binding has no IP")
+	}
+	b.IP = b.IP.Unmap()
+	if old, ok, err := t.Get(b.IP); err != nil {
+		return err
+	} else if ok && old.Attachment() != b.Attachment() {
+		if err := t.unindex(old.Attachment(), b.IP); err != nil {
+			return err
+		}
+	}
+	v, err := encodeBinding(b)
+	if err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(bucketBindings).Put([]byte(b.IP.String()), v); err != nil {
+		return err
+	}
+	ips, err := t.attachmentIPs(b.Attachment())
+	if err != nil {
+		return err
+	}
+	for _, ip := range ips {
+		if ip == b.IP {
+			return nil
+		}
+	}
+	return t.putAttachmentIPs(b.Attachment(), append(ips, b.IP))
+}
+
+// Delete removes the binding of ip and its index entry. Deleting an IP that
+// has no binding is not an error.
+func (t *Tx) Delete(ip netip.Addr) error {
+	old, ok, err := t.Get(ip)
+	if err != nil || !ok {
+		return err
+	}
+	if err := t.unindex(old.Attachment(), old.IP); err != nil {
+		return err
+	}
+	return t.tx.Bucket(bucketBindings).Delete([]byte(old.IP.String()))
+}
+
+// ByAttachment returns the bindings an attachment owns.
+func (t *Tx) ByAttachment(a Attachment) ([]Binding, error) {
+	ips, err := t.attachmentIPs(a)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Binding, 0, len(ips))
+	for _, ip := range ips {
+		b, ok, err := t.Get(ip)
+		if err != nil {
+			return nil, err
+		}
+		if ok && b.Attachment() == a {
+			out = append(out, b)
+		}
+	}
+	return out, nil
+}
+
+// ForEach calls fn for every binding, in IP order (as strings).
+func (t *Tx) ForEach(fn func(Binding) error) error {
+	b := t.tx.Bucket(bucketBindings)
+	if b == nil {
+		return nil
+	}
+	return b.ForEach(func(k, v []byte) error {
+		bd, err := decodeBinding(k, v)
+		if err != nil {
+			return err
+		}
+		return fn(bd)
+	})
+}
+
+func (t *Tx) unindex(a Attachment, ip netip.Addr) error {
+	ips, err := t.attachmentIPs(a)
+	if err != nil {
+		return err
+	}
+	kept := ips[:0]
+	for _, x := range ips {
+		if x != ip {
+			kept = append(kept, x)
+		}
+	}
+	return t.putAttachmentIPs(a, kept)
+}
+
+func (t *Tx) attachmentIPs(a Attachment) ([]netip.Addr, error) {
+	b := t.tx.Bucket(bucketAttachments)
+	if b == nil {
+		return nil, nil
+	}
+	v := b.Get(a.key())
+	if v == nil {
+		return nil, nil
+	}
+	return decodeIPList(a, v)
+}
+
+func (t *Tx) putAttachmentIPs(a Attachment, ips []netip.Addr) error {
+	b := t.tx.Bucket(bucketAttachments)
+	if len(ips) == 0 {
+		return b.Delete(a.key())
+	}
+	v, err := encodeIPList(ips)
+	if err != nil {
+		return err
+	}
+	return b.Put(a.key(), v)
+}
