@@ -47,11 +47,11 @@ func NewWithTables(t Tables, metadata, responder netip.AddrPort) *Redirect {
 // EnsureBase creates the chains and jumps every pod rule relies on. When the
 // jumps are present (every ADD after the first) it costs two checks.
 func (r *Redirect) EnsureBase() error {
-	natOK, err := r.tables.Exists("nat", "PREROUTING", natJumpSpec(r.metadata)...)
+	natOK, err := r.exists("nat", "PREROUTING", natJumpSpec(r.metadata))
 	if err != nil {
 		return fmt.Errorf("check nat PREROUTING jump: %w", err)
 	}
-	fwdOK, err := r.tables.Exists("filter", "FORWARD", forwardJumpSpec(r.metadata)...)
+	fwdOK, err := r.exists("filter", "FORWARD", forwardJumpSpec(r.metadata))
 	if err != nil {
 		return fmt.Errorf("check filter FORWARD jump: %w", err)
 	}
@@ -99,7 +99,7 @@ func (r *Redirect) ensureChain(table, chain string) error {
 // chains so that no earlier ACCEPT or DNAT can take metadata traffic.
 // It reports whether it added the rule.
 func (r *Redirect) ensureRule(table, chain string, first bool, spec []string) (bool, error) {
-	ok, err := r.tables.Exists(table, chain, spec...)
+	ok, err := r.exists(table, chain, spec)
 	if err != nil {
 		return false, fmt.Errorf("check %s %s: %w", table, chain, err)
 	}
@@ -129,7 +129,7 @@ func (r *Redirect) CheckBase() error {
 		{"filter", "INPUT", inputJumpSpec(r.metadata)},
 		{"filter", FilterChain, blockSpec},
 	} {
-		ok, err := r.tables.Exists(s.table, s.chain, s.spec...)
+		ok, err := r.exists(s.table, s.chain, s.spec)
 		if err != nil {
 			return fmt.Errorf("check %s %s: %w", s.table, s.chain, err)
 		}
@@ -161,7 +161,18 @@ func (r *Redirect) Remove(rule Rule) error {
 
 // Has reports whether rule is installed.
 func (r *Redirect) Has(rule Rule) (bool, error) {
-	return r.tables.Exists("nat", NATChain, rule.Spec(r.responder)...)
+	return r.exists("nat", NATChain, rule.Spec(r.responder))
+}
+
+// exists checks for a rule. A missing chain, or a jump to a chain that does
+// not exist yet, means the rule is not there (nf_tables iptables exits 2 for
+// those where legacy iptables exits 1).
+func (r *Redirect) exists(table, chain string, spec []string) (bool, error) {
+	ok, err := r.tables.Exists(table, chain, spec...)
+	if err != nil && isNotExist(err) {
+		return false, nil
+	}
+	return ok, err
 }
 
 // RemoveByComment deletes every rule of NATChain whose comment names the
@@ -175,14 +186,11 @@ func (r *Redirect) RemoveByComment(containerID, ifName string) (int, error) {
 		}
 		return 0, fmt.Errorf("list nat %s: %w", NATChain, err)
 	}
-	want := "--comment " + Comment(containerID, ifName) + " "
+	want := Comment(containerID, ifName)
 	n := 0
 	for _, line := range rules {
-		if !strings.Contains(line+" ", want) {
-			continue
-		}
 		spec, ok := ruleFromListing(line)
-		if !ok {
+		if !ok || commentOf(spec) != want {
 			continue
 		}
 		if err := r.tables.Delete("nat", NATChain, spec...); err != nil && !isNotExist(err) {
@@ -194,22 +202,38 @@ func (r *Redirect) RemoveByComment(containerID, ifName string) (int, error) {
 }
 
 // ruleFromListing turns a line of `iptables -S CHAIN` ("-A CHAIN args...")
-// back into a rule spec. Our own rules hold no quoted words (the comment has
-// no spaces), so splitting on white space is exact for them.
+// back into a rule spec. Our own rules hold no word with a space (the
+// comment has none), but iptables-nft quotes comments anyway, so splitting
+// on white space and dropping the quotes is exact for them.
 func ruleFromListing(line string) ([]string, bool) {
 	f := strings.Fields(line)
 	if len(f) < 3 || f[0] != "-A" {
 		return nil, false
 	}
-	return f[2:], true
+	spec := f[2:]
+	for i, w := range spec {
+		if len(w) >= 2 && w[0] == '"' && w[len(w)-1] == '"' {
+			spec[i] = w[1 : len(w)-1]
+		}
+	}
+	return spec, true
 }
 
-func isNotExist(err error) bool {
-	var e *iptables.Error
-	if errors.As(err, &e) {
-		return e.IsNotExist()
+// commentOf returns the --comment value of a rule spec.
+func commentOf(spec []string) string {
+	for i := 0; i+1 < len(spec); i++ {
+		if spec[i] == "--comment" {
+			return spec[i+1]
+		}
 	}
-	return false
+	return ""
+}
+
+// isNotExist reports a missing rule or chain (*iptables.Error has the
+// method; so does the tests' recorder).
+func isNotExist(err error) bool {
+	var e interface{ IsNotExist() bool }
+	return errors.As(err, &e) && e.IsNotExist()
 }
 
 func isExists(err error) bool {

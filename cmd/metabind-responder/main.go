@@ -1,0 +1,125 @@
+// Command metabind-responder serves the GCE metadata API to the pods of one
+// node, identifying each caller by its IP in the metabind binding store and
+// answering with tokens it signs with its own key.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/metabind/metabind/responder"
+	"github.com/metabind/metabind/store"
+)
+
+const (
+	storeTimeout    = 2 * time.Second
+	shutdownTimeout = 10 * time.Second
+)
+
+func main() {
+	stateDir := flag.String("state-dir", "/var/lib/metabind", "directory holding the binding store and the issuer's signing key")
+	listen := flag.String("listen", "169.254.169.252:988", "IP:port to serve on; the IP is added to a dummy link metabind0 if no interface has it")
+	configPath := flag.String("config", "/etc/metabind/responder.yaml", "responder configuration file (YAML or JSON)")
+	logLevel := flag.String("log-level", "info", "log level: debug, info, warn or error")
+	flag.Parse()
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		fmt.Fprintf(os.Stderr, "metabind-responder: --log-level: %v\n", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log, *stateDir, *listen, *configPath); err != nil {
+		log.Error("metabind-responder failed", "error", err.Error())
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath string) error {
+	addr, err := netip.ParseAddrPort(listen)
+	if err != nil {
+		return fmt.Errorf("--listen: %w", err)
+	}
+	cfg, err := responder.LoadConfig(configPath)
+	if err != nil {
+		return err
+	}
+	keyPath := responder.SigningKeyPath(stateDir)
+	key, keyCreated, err := responder.LoadSigningKey(keyPath)
+	if err != nil {
+		return err
+	}
+	iss, err := responder.NewIssuer(cfg.Issuer, key)
+	if err != nil {
+		return err
+	}
+	view := store.NewView(stateDir, storeTimeout)
+	defer view.Close()
+	if n, err := view.Len(); err != nil {
+		// Not fatal: every request rereads the store and answers 503 until it
+		// can.
+		log.Warn("binding store not readable yet", "stateDir", stateDir, "error", err.Error())
+	} else {
+		log.Info("binding store loaded", "stateDir", stateDir, "bindings", n)
+	}
+
+	addedTo, err := responder.EnsureListenAddress(addr.Addr())
+	if err != nil {
+		return fmt.Errorf("listen address %s: %w", addr.Addr(), err)
+	}
+	ln, err := net.Listen("tcp", addr.String())
+	if err != nil {
+		return err
+	}
+
+	srv := &http.Server{
+		Handler:           responder.NewHandler(cfg, view, iss, log),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("metabind-responder listening",
+		"listen", ln.Addr().String(),
+		"addressAddedTo", addedTo,
+		"issuer", iss.URL(),
+		"kid", iss.KeyID(),
+		"keyCreated", keyCreated,
+		"stateDir", stateDir,
+		"config", configPath,
+		"identities", len(cfg.Identities),
+	)
+
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,62 @@
+// Command metabindctl lets node admins look at metabind's state.
+//
+//	metabindctl [--state-dir DIR] bindings list [-o table|json]
+//	metabindctl [--state-dir DIR] bindings get IP [-o table|json]
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// readTimeout bounds the wait for the store. metabindctl takes the store's
+// lock only for one read, so the plugin waits at most that long for it.
+const readTimeout = 2 * time.Second
+
+const usage = `usage: metabindctl [--state-dir DIR] COMMAND
+
+Commands:
+  bindings list [-o table|json]   every pod IP binding on this node
+  bindings get IP [-o table|json] the binding of one IP
+
+Flags:
+`
+
+// errUsage marks errors that should print the usage text.
+var errUsage = errors.New("usage")
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, errUsage) {
+			fmt.Fprintln(os.Stderr, "metabindctl:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(argv []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("metabindctl", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stateDir := fs.String("state-dir", "/var/lib/metabind", "metabind state directory (the plugin's stateDir)")
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	if err := fs.Parse(argv); err != nil {
+		return errUsage
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		fs.Usage()
+		return errUsage
+	}
+	switch rest[0] {
+	case "bindings":
+		return runBindings(*stateDir, rest[1:], stdout, stderr)
+	default:
+		fmt.Fprintf(stderr, "metabindctl: unknown command %q\n", rest[0])
+		fs.Usage()
+		return errUsage
+	}
+}

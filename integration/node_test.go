@@ -1,0 +1,298 @@
+package integration
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+	"github.com/vishvananda/netlink"
+)
+
+const (
+	metadataIP    = "169.254.169.254"
+	responderAddr = "169.254.169.252:988"
+	// nodeMetadataBody is what the simulated cloud metadata server on the
+	// node answers; no pod may ever read it.
+	nodeMetadataBody = "NODE-CREDENTIALS"
+)
+
+// node is a throwaway network namespace standing in for a Kubernetes node,
+// with a CNI conflist ending in metabind.
+type node struct {
+	t        *testing.T
+	ns       ns.NetNS
+	dir      string
+	stateDir string
+	logFile  string
+	cni      *libcni.CNIConfig
+	list     *libcni.NetworkConfigList
+}
+
+// chain is the main plugin in front of metabind.
+type chain struct {
+	name   string // "ptp" or "bridge"
+	subnet string
+	// rangeStart/rangeEnd narrow host-local's pool (both empty: whole subnet).
+	rangeStart, rangeEnd string
+}
+
+func (c chain) mainPlugin(dir string) string {
+	ipam := fmt.Sprintf(`{"type": "host-local", "dataDir": %q, "routes": [{"dst": "0.0.0.0/0"}],
+		"ranges": [[{"subnet": %q, "rangeStart": %q, "rangeEnd": %q}]]}`,
+		filepath.Join(dir, "ipam"), c.subnet, c.rangeStart, c.rangeEnd)
+	ipam = strings.ReplaceAll(strings.ReplaceAll(ipam, `, "rangeStart": ""`, ""), `, "rangeEnd": ""`, "")
+	switch c.name {
+	case "bridge":
+		return fmt.Sprintf(`{"type": "bridge", "bridge": "mbtest0", "isGateway": true, "ipMasq": false, "ipam": %s}`, ipam)
+	default:
+		return fmt.Sprintf(`{"type": "ptp", "ipMasq": false, "ipam": %s}`, ipam)
+	}
+}
+
+func newNode(t *testing.T, c chain) *node {
+	t.Helper()
+	requireEnv(t)
+	nodeNS, err := testutils.NewNS()
+	if err != nil {
+		t.Fatalf("create node netns: %v", err)
+	}
+	t.Cleanup(func() {
+		nodeNS.Close()
+		testutils.UnmountNS(nodeNS)
+	})
+	n := &node{t: t, ns: nodeNS, dir: t.TempDir()}
+	n.stateDir = filepath.Join(n.dir, "state")
+	n.logFile = filepath.Join(n.dir, "log", "cni.log")
+	err = nodeNS.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conflist := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "metabind-test", "plugins": [%s,
+		{"type": "metabind", "stateDir": %q, "logFile": %q, "capabilities": {"io.kubernetes.cri.pod-annotations": true}}]}`,
+		c.mainPlugin(n.dir), n.stateDir, n.logFile)
+	n.list, err = libcni.ConfListFromBytes([]byte(conflist))
+	if err != nil {
+		t.Fatalf("conflist: %v\n%s", err, conflist)
+	}
+	n.cni = libcni.NewCNIConfigWithCacheDir([]string{binDir, cniPluginsDir}, filepath.Join(n.dir, "cache"), nil)
+	t.Cleanup(func() {
+		if t.Failed() {
+			if b, err := os.ReadFile(n.logFile); err == nil {
+				t.Logf("plugin log:\n%s", b)
+			}
+		}
+	})
+	return n
+}
+
+// pod is a pod sandbox: its own netns with one interface from the conflist.
+type pod struct {
+	namespace, name, uid string
+	ns                   ns.NetNS
+	rt                   *libcni.RuntimeConf
+	ip                   netip.Addr
+}
+
+func randomID() string {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// newPodNS makes a pod netns that outlives any one sandbox in it.
+func newPodNS(t *testing.T) ns.NetNS {
+	t.Helper()
+	podNS, err := testutils.NewNS()
+	if err != nil {
+		t.Fatalf("create pod netns: %v", err)
+	}
+	t.Cleanup(func() {
+		podNS.Close()
+		testutils.UnmountNS(podNS)
+	})
+	return podNS
+}
+
+// addPod runs the conflist's ADD for a new pod, as kubelet's runtime would.
+func (n *node) addPod(t *testing.T, namespace, name string) *pod {
+	t.Helper()
+	p, err := n.addPodIn(newPodNS(t), namespace, name)
+	if err != nil {
+		t.Fatalf("ADD %s/%s: %v", namespace, name, err)
+	}
+	return p
+}
+
+func (n *node) addPodIn(podNS ns.NetNS, namespace, name string) (*pod, error) {
+	id := randomID()
+	p := &pod{namespace: namespace, name: name, uid: "uid-" + id[:12], ns: podNS}
+	p.rt = &libcni.RuntimeConf{
+		ContainerID: id,
+		NetNS:       podNS.Path(),
+		IfName:      "eth0",
+		Args: [][2]string{
+			{"K8S_POD_UID", p.uid}, {"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", namespace},
+			{"K8S_POD_NAME", name}, {"K8S_POD_INFRA_CONTAINER_ID", id},
+		},
+		CapabilityArgs: map[string]interface{}{
+			"io.kubernetes.cri.pod-annotations": map[string]string{"example.com/team": namespace},
+		},
+	}
+	var res *current.Result
+	err := n.ns.Do(func(ns.NetNS) error {
+		r, err := n.cni.AddNetworkList(context.Background(), n.list, p.rt)
+		if err != nil {
+			return err
+		}
+		res, err = current.NewResultFromResult(r)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, ipc := range res.IPs {
+		if ip, ok := netip.AddrFromSlice(ipc.Address.IP.To4()); ok {
+			p.ip = ip
+		}
+	}
+	if !p.ip.IsValid() {
+		return nil, fmt.Errorf("ADD result has no IPv4 address: %+v", res)
+	}
+	return p, nil
+}
+
+// delPod runs the conflist's DEL (metabind first, then the main plugin).
+func (n *node) delPod(t *testing.T, p *pod) {
+	t.Helper()
+	if err := n.del(p.rt); err != nil {
+		t.Fatalf("DEL %s/%s: %v", p.namespace, p.name, err)
+	}
+}
+
+func (n *node) del(rt *libcni.RuntimeConf) error {
+	return n.ns.Do(func(ns.NetNS) error {
+		return n.cni.DelNetworkList(context.Background(), n.list, rt)
+	})
+}
+
+func (n *node) check(p *pod) error {
+	return n.ns.Do(func(ns.NetNS) error {
+		return n.cni.CheckNetworkList(context.Background(), n.list, p.rt)
+	})
+}
+
+// run runs a command inside the node netns and returns its output.
+func (n *node) run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("nsenter", append([]string{"--net=" + n.ns.Path(), "--", name}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// natRules lists metabind's per-pod redirect rules on the node.
+func (n *node) natRules(t *testing.T) string {
+	return n.run(t, "iptables", "-t", "nat", "-S", "METABIND-DNAT")
+}
+
+// startResponder runs the real responder binary in the node netns and waits
+// until it answers.
+func (n *node) startResponder(t *testing.T, config string) {
+	t.Helper()
+	cfg := filepath.Join(n.dir, "responder.yaml")
+	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(n.dir, "responder.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", "--net="+n.ns.Path(), "--", filepath.Join(binDir, "metabind-responder"),
+		"--state-dir", n.stateDir, "--listen", responderAddr, "--config", cfg)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("responder log:\n%s", b)
+		}
+	})
+	client := n.httpClient()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := client.Get("http://" + responderAddr + "/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("responder did not answer within 10s (last error %v); log:\n%s", err, b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startNodeMetadataServer stands in for the cloud's metadata server as the
+// node sees it: 169.254.169.254:80, local to the node netns (on its
+// loopback: these machines' kernels have no dummy links). The node's own
+// processes reach it; no pod may.
+func (n *node) startNodeMetadataServer(t *testing.T) {
+	t.Helper()
+	var ln net.Listener
+	err := n.ns.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		addr, _ := netlink.ParseAddr(metadataIP + "/32")
+		if err := netlink.AddrAdd(lo, addr); err != nil {
+			return err
+		}
+		ln, err = net.Listen("tcp", metadataIP+":80")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("node metadata server: %v", err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Metadata-Flavor", "Google")
+		fmt.Fprint(w, nodeMetadataBody)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// httpClient makes connections from inside the node netns.
+func (n *node) httpClient() *http.Client {
+	return nsHTTPClient(n.ns, nil)
+}

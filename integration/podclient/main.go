@@ -1,0 +1,93 @@
+// Command podclient asks the metadata server for credentials with the real
+// Google client libraries, exactly as a workload would. The tests and the
+// demo run it inside a pod's netns (nsenter --net=...).
+//
+//	podclient [-audience A] [-o json|text]
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"cloud.google.com/go/compute/metadata"
+	"golang.org/x/oauth2/google"
+)
+
+// Answer is what the client libraries obtained.
+type Answer struct {
+	ProjectID     string          `json:"projectID"`
+	Email         string          `json:"email"`
+	IDToken       string          `json:"idToken"`
+	IDTokenClaims json.RawMessage `json:"idTokenClaims"`
+	AccessToken   string          `json:"accessToken"`
+	TokenType     string          `json:"tokenType"`
+	Expiry        time.Time       `json:"expiry"`
+}
+
+func main() {
+	audience := flag.String("audience", "https://relying-party.example", "audience of the ID token")
+	output := flag.String("o", "json", "json (everything, tokens included) or text (no tokens)")
+	timeout := flag.Duration("timeout", 20*time.Second, "give up after this long")
+	flag.Parse()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	a, err := ask(ctx, *audience)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "podclient:", err)
+		os.Exit(3)
+	}
+	if *output == "text" {
+		fmt.Printf("  project:     %s\n  identity:    %s\n  access token: %s, expires %s\n  ID token claims: %s\n",
+			a.ProjectID, a.Email, a.TokenType, a.Expiry.Format(time.RFC3339), a.IDTokenClaims)
+		return
+	}
+	json.NewEncoder(os.Stdout).Encode(a)
+}
+
+func ask(ctx context.Context, audience string) (Answer, error) {
+	var a Answer
+	var err error
+	c := metadata.NewClient(nil)
+	if a.ProjectID, err = c.ProjectIDWithContext(ctx); err != nil {
+		return a, fmt.Errorf("project ID: %w", err)
+	}
+	if a.Email, err = c.EmailWithContext(ctx, "default"); err != nil {
+		return a, fmt.Errorf("email: %w", err)
+	}
+	if a.IDToken, err = c.GetWithContext(ctx, "instance/service-accounts/default/identity?audience="+url.QueryEscape(audience)); err != nil {
+		return a, fmt.Errorf("ID token: %w", err)
+	}
+	if a.IDTokenClaims, err = claims(a.IDToken); err != nil {
+		return a, fmt.Errorf("ID token: %w", err)
+	}
+	tok, err := google.ComputeTokenSource("").Token()
+	if err != nil {
+		return a, fmt.Errorf("access token: %w", err)
+	}
+	a.AccessToken, a.TokenType, a.Expiry = tok.AccessToken, tok.TokenType, tok.Expiry
+	return a, nil
+}
+
+// claims decodes a JWT's payload for display; verifying it is the relying
+// party's job (the tests do, against the served JWKS).
+func claims(jwt string) (json.RawMessage, error) {
+	parts := strings.Split(jwt, ".")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("not a JWT: %d parts", len(parts))
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil, err
+	}
+	if !json.Valid(payload) {
+		return nil, fmt.Errorf("payload is not JSON")
+	}
+	return payload, nil
+}

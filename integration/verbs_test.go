@@ -1,0 +1,103 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/metabind/metabind/store"
+)
+
+func TestCheckNoticesAMissingRule(t *testing.T) {
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.4.0/24"})
+	p := n.addPod(t, "payments", "api-1")
+	if err := n.check(p); err != nil {
+		t.Fatalf("CHECK right after ADD: %v", err)
+	}
+	rules := n.natRules(t)
+	var spec []string
+	for _, line := range strings.Split(rules, "\n") {
+		if strings.Contains(line, p.rt.ContainerID) {
+			spec = strings.Fields(strings.ReplaceAll(line, `"`, ""))[2:]
+		}
+	}
+	if spec == nil {
+		t.Fatalf("no rule for the pod:\n%s", rules)
+	}
+	n.run(t, "iptables", append([]string{"-t", "nat", "-D", "METABIND-DNAT"}, spec...)...)
+	if err := n.check(p); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("CHECK with the rule gone = %v, want a missing-rule error", err)
+	}
+}
+
+func TestAddWithoutPrevResultIsRefused(t *testing.T) {
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.5.0/24"})
+	alone, err := libcni.ConfListFromBytes([]byte(`{"cniVersion": "1.1.0", "name": "alone", "plugins": [{"type": "metabind", "stateDir": "` +
+		n.stateDir + `", "logFile": "` + n.logFile + `"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	podNS := newPodNS(t)
+	err = n.ns.Do(func(ns.NetNS) error {
+		_, err := n.cni.AddNetworkList(context.Background(), alone, &libcni.RuntimeConf{ContainerID: "c1", NetNS: podNS.Path(), IfName: "eth0"})
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "prevResult") {
+		t.Fatalf("ADD with no plugin before metabind = %v, want an error about prevResult", err)
+	}
+}
+
+// While another process holds the store, ADD gives up after its bounded
+// wait with CNI error 11 and leaves no rule and no binding behind.
+func TestAddOnBusyStoreSaysTryAgainLater(t *testing.T) {
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.6.0/24"})
+	n.addPod(t, "web", "site-1") // creates the store and the chains
+	held, err := store.Open(n.stateDir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = n.addPodIn(newPodNS(t), "payments", "api-1")
+	waited := time.Since(start)
+	held.Close()
+	var cniErr *types.Error
+	if !errors.As(err, &cniErr) || cniErr.Code != types.ErrTryAgainLater {
+		t.Fatalf("ADD on a held store = %v, want CNI error %d", err, types.ErrTryAgainLater)
+	}
+	if waited > 10*time.Second {
+		t.Fatalf("ADD waited %v, want a bounded wait of a few seconds", waited)
+	}
+	if rules := n.natRules(t); strings.Count(rules, "DNAT --to-destination") != 1 {
+		t.Fatalf("the failed ADD left rules behind:\n%s", rules)
+	}
+	all, err := store.ReadAll(n.stateDir, time.Second)
+	if err != nil || len(all) != 1 || all[0].Pod != "site-1" {
+		t.Fatalf("store after the failed ADD: %+v %v", all, err)
+	}
+}
+
+// When the store has lost a pod's binding (an ADD that died between its
+// rule and its commit), DEL still finds the pod's rule by its comment.
+func TestDelRemovesRulesTheStoreLostTrackOf(t *testing.T) {
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.7.0/24"})
+	p := n.addPod(t, "payments", "api-1")
+	st, err := store.Open(n.stateDir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Update(func(tx *store.Tx) error { return tx.Delete(p.ip) })
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.delPod(t, p)
+	if rules := n.natRules(t); strings.Contains(rules, p.rt.ContainerID) {
+		t.Fatalf("DEL left the pod's rule:\n%s", rules)
+	}
+}

@@ -1,0 +1,162 @@
+package redirect
+
+import (
+	"fmt"
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+var (
+	metadata  = netip.MustParseAddrPort("169.254.169.254:80")
+	responder = netip.MustParseAddrPort("169.254.169.252:988")
+)
+
+func TestRuleSpec(t *testing.T) {
+	r := Rule{HostInterface: "veth12", IP: netip.MustParseAddr("10.1.0.5"), ContainerID: "abc", IfName: "eth0"}
+	want := []string{"-i", "veth12", "-s", "10.1.0.5/32", "-p", "tcp", "-m", "comment", "--comment", "metabind:abc/eth0",
+		"-j", "DNAT", "--to-destination", "169.254.169.252:988"}
+	if got := r.Spec(responder); !reflect.DeepEqual(got, want) {
+		t.Fatalf("ptp rule:\n got %q\nwant %q", got, want)
+	}
+	r.Bridged = true
+	got := r.Spec(responder)
+	if !reflect.DeepEqual(got[:4], []string{"-m", "physdev", "--physdev-in", "veth12"}) || contains(got, "-i") {
+		t.Fatalf("bridge port rule must match the port with physdev, not -i: %q", got)
+	}
+}
+
+func TestJumpsSelectOnlyMetadataTraffic(t *testing.T) {
+	got := strings.Join(natJumpSpec(metadata), " ")
+	for _, want := range []string{"-d 169.254.169.254/32", "-p tcp", "--dport 80", "-j " + NATChain} {
+		if !strings.Contains(got, want) {
+			t.Errorf("nat jump %q lacks %q", got, want)
+		}
+	}
+	if in := inputJumpSpec(metadata); !reflect.DeepEqual(in[:3], []string{"!", "-i", "lo"}) {
+		t.Errorf("INPUT jump must spare loopback: %q", in)
+	}
+}
+
+// fakeTables records calls and keeps rules in memory.
+type fakeTables struct {
+	rules map[string][]string // "table/chain" -> joined specs
+	calls []string
+}
+
+func newFake() *fakeTables { return &fakeTables{rules: map[string][]string{}} }
+
+func (f *fakeTables) key(t, c string) string { return t + "/" + c }
+
+func (f *fakeTables) Exists(t, c string, spec ...string) (bool, error) {
+	f.calls = append(f.calls, "check "+c)
+	return contains(f.rules[f.key(t, c)], strings.Join(spec, " ")), nil
+}
+func (f *fakeTables) Insert(t, c string, _ int, spec ...string) error {
+	f.calls = append(f.calls, "insert "+c)
+	f.rules[f.key(t, c)] = append([]string{strings.Join(spec, " ")}, f.rules[f.key(t, c)]...)
+	return nil
+}
+func (f *fakeTables) Append(t, c string, spec ...string) error {
+	f.calls = append(f.calls, "append "+c)
+	f.rules[f.key(t, c)] = append(f.rules[f.key(t, c)], strings.Join(spec, " "))
+	return nil
+}
+func (f *fakeTables) Delete(t, c string, spec ...string) error {
+	f.calls = append(f.calls, "delete "+c)
+	rs, s := f.rules[f.key(t, c)], strings.Join(spec, " ")
+	for i, r := range rs {
+		if r == s {
+			f.rules[f.key(t, c)] = append(rs[:i:i], rs[i+1:]...)
+			return nil
+		}
+	}
+	return notExist()
+}
+func (f *fakeTables) List(t, c string) ([]string, error) {
+	f.calls = append(f.calls, "list "+c)
+	var out []string
+	for _, r := range f.rules[f.key(t, c)] {
+		// iptables-nft quotes comments in listings.
+		r = strings.Replace(r, "--comment "+CommentPrefix, `--comment "`+CommentPrefix, 1)
+		if i := strings.Index(r, `--comment "`); i >= 0 {
+			if j := strings.Index(r[i+len(`--comment "`):], " "); j >= 0 {
+				k := i + len(`--comment "`) + j
+				r = r[:k] + `"` + r[k:]
+			}
+		}
+		out = append(out, fmt.Sprintf("-A %s %s", c, r))
+	}
+	return out, nil
+}
+func (f *fakeTables) NewChain(t, c string) error {
+	f.calls = append(f.calls, "new "+c)
+	return nil
+}
+
+type notExistError struct{}
+
+func (notExistError) Error() string    { return "Bad rule (does a matching rule exist in that chain?)." }
+func (notExistError) IsNotExist() bool { return true }
+
+func notExist() error { return notExistError{} }
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestEnsureBaseIsTwoChecksOnceInstalled(t *testing.T) {
+	f := newFake()
+	r := NewWithTables(f, metadata, responder)
+	if err := r.EnsureBase(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.CheckBase(); err != nil {
+		t.Fatalf("CheckBase after EnsureBase: %v", err)
+	}
+	f.calls = nil
+	if err := r.EnsureBase(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"check PREROUTING", "check FORWARD"}; !reflect.DeepEqual(f.calls, want) {
+		t.Fatalf("second EnsureBase ran %q, want %q", f.calls, want)
+	}
+}
+
+func TestAddRemoveAndRemoveByComment(t *testing.T) {
+	f := newFake()
+	r := NewWithTables(f, metadata, responder)
+	a := Rule{HostInterface: "veth1", IP: netip.MustParseAddr("10.1.0.5"), ContainerID: "abc", IfName: "eth0"}
+	b := Rule{HostInterface: "veth2", IP: netip.MustParseAddr("10.1.0.6"), ContainerID: "abcd", IfName: "eth0"}
+	for _, rule := range []Rule{a, a, b} {
+		if _, err := r.Add(rule); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := len(f.rules["nat/"+NATChain]); n != 2 {
+		t.Fatalf("a retried Add duplicated the rule: %d rules", n)
+	}
+	if err := r.Remove(a); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Remove(a); err != nil {
+		t.Fatalf("removing a removed rule: %v", err)
+	}
+	if _, err := r.Add(a); err != nil {
+		t.Fatal(err)
+	}
+	// "abc" must not match "abcd"'s rule.
+	n, err := r.RemoveByComment("abc", "eth0")
+	if err != nil || n != 1 {
+		t.Fatalf("RemoveByComment = %d, %v; want 1", n, err)
+	}
+	if has, _ := r.Has(b); !has {
+		t.Fatal("RemoveByComment removed another container's rule")
+	}
+}

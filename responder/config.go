@@ -1,0 +1,256 @@
+// Package responder serves the GCE metadata API v1 to pods on one node.
+//
+// The CNI plugin records which pod owns which IP in the binding store and
+// DNATs the pod's traffic for 169.254.169.254:80 to the responder. The
+// responder identifies a caller only by the TCP peer address of its
+// connection, looks the address up in the store, matches the binding
+// against the identity rules of its configuration and answers with tokens
+// it signs itself (see issuer.go), so relying parties verify them against
+// the issuer's OIDC discovery document and JWKS.
+package responder
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// DefaultScope is what an identity without scopes is granted.
+const DefaultScope = "https://www.googleapis.com/auth/cloud-platform"
+
+// Token lifetime bounds. GCP workload identity federation accepts up to
+// 48 h, but Go's metadata client assumes an ID token lives about 3300 s, so
+// nothing longer than an hour is useful.
+const (
+	DefaultTokenLifetime = time.Hour
+	MinTokenLifetime     = time.Minute
+	MaxTokenLifetime     = time.Hour
+)
+
+// Config is the responder's configuration file (YAML or JSON).
+type Config struct {
+	Project    ProjectConfig  `json:"project"`
+	Node       NodeConfig     `json:"node"`
+	Issuer     IssuerConfig   `json:"issuer"`
+	Identities []IdentityRule `json:"identities"`
+}
+
+// ProjectConfig is what project/* answers.
+type ProjectConfig struct {
+	ID string `json:"id"`
+	// NumericID is digits only. YAML may write it quoted or as a number.
+	NumericID Digits `json:"numericId"`
+}
+
+// NodeConfig is what instance/* answers.
+type NodeConfig struct {
+	// Name defaults to the host name.
+	Name string `json:"name,omitempty"`
+	Zone string `json:"zone"`
+}
+
+// IssuerConfig names the token issuer.
+type IssuerConfig struct {
+	// URL is the iss claim; the OIDC discovery document and JWKS are
+	// expected under it (the responder serves them too).
+	URL string `json:"url"`
+	// TokenLifetime is a Go duration between 1m and 1h; default 1h.
+	TokenLifetime string `json:"tokenLifetime,omitempty"`
+
+	Lifetime time.Duration `json:"-"` // parsed TokenLifetime
+}
+
+// IdentityRule grants an identity to the pods it matches. Rules are tried
+// in order and the first match wins; a pod no rule matches gets none.
+type IdentityRule struct {
+	Namespace string `json:"namespace"`
+	// Pod is a path.Match glob on the pod name; empty matches any pod.
+	Pod            string `json:"pod,omitempty"`
+	ServiceAccount string `json:"serviceAccount"`
+	// Email is the account email served and put in the tokens' email
+	// claim. When empty, <project.id>.svc.id.goog is served (the GKE
+	// workload identity convention) and tokens carry no email claim.
+	Email  string   `json:"email,omitempty"`
+	Scopes []string `json:"scopes,omitempty"`
+}
+
+// Digits is a decimal number kept as its digits; it unmarshals from a JSON
+// string or number.
+type Digits string
+
+// UnmarshalJSON accepts "123" and 123.
+func (d *Digits) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*d = Digits(s)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("want a string of digits: %w", err)
+	}
+	*d = Digits(n)
+	return nil
+}
+
+// LoadConfig reads and validates the configuration file at path.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// ParseConfig decodes YAML or JSON strictly (unknown fields are errors),
+// fills in defaults and validates.
+func ParseConfig(data []byte) (*Config, error) {
+	var cfg Config
+	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
+		return nil, err
+	}
+	if err := cfg.complete(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+var (
+	// dnsLabel is a Kubernetes namespace name (RFC 1123 label).
+	dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	// dnsSubdomain is a Kubernetes service account name.
+	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
+)
+
+// plainName rejects what cannot sit in a metadata path or host name.
+func plainName(s string) bool {
+	return s != "" && !strings.ContainsAny(s, "/\\ \t\r\n\x00?#%")
+}
+
+func (c *Config) complete() error {
+	if c.Project.ID == "" {
+		return errors.New("project.id is required")
+	}
+	if !plainName(c.Project.ID) {
+		return fmt.Errorf("project.id: %q has characters a project ID cannot hold", c.Project.ID)
+	}
+	if c.Project.NumericID == "" {
+		return errors.New("project.numericId is required")
+	}
+	if _, err := strconv.ParseUint(string(c.Project.NumericID), 10, 64); err != nil || strings.Trim(string(c.Project.NumericID), "0123456789") != "" {
+		return fmt.Errorf("project.numericId: %q is not a decimal number", c.Project.NumericID)
+	}
+
+	if c.Node.Name == "" {
+		name, err := os.Hostname()
+		if err != nil || name == "" {
+			return fmt.Errorf("node.name is not set and the host name is unknown: %v", err)
+		}
+		c.Node.Name = name
+	}
+	if !plainName(c.Node.Name) {
+		return fmt.Errorf("node.name: %q has characters a host name cannot hold", c.Node.Name)
+	}
+	if c.Node.Zone == "" {
+		return errors.New("node.zone is required")
+	}
+	if !plainName(c.Node.Zone) {
+		return fmt.Errorf("node.zone: %q has characters a zone cannot hold", c.Node.Zone)
+	}
+
+	if err := c.Issuer.complete(); err != nil {
+		return err
+	}
+
+	for i := range c.Identities {
+		if err := c.Identities[i].complete(); err != nil {
+			return fmt.Errorf("identities[%d].%w", i, err)
+		}
+	}
+	return nil
+}
+
+func (ic *IssuerConfig) complete() error {
+	if ic.URL == "" {
+		return errors.New("issuer.url is required")
+	}
+	u, err := url.Parse(ic.URL)
+	if err != nil {
+		return fmt.Errorf("issuer.url: %w", err)
+	}
+	switch {
+	case u.Scheme != "https" && u.Scheme != "http":
+		return fmt.Errorf("issuer.url: %q is not an absolute https or http URL", ic.URL)
+	case u.Host == "" || u.Opaque != "":
+		return fmt.Errorf("issuer.url: %q has no host", ic.URL)
+	case u.User != nil:
+		return fmt.Errorf("issuer.url: %q must not carry user information", ic.URL)
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(ic.URL, "#"):
+		return fmt.Errorf("issuer.url: %q must not have a query or fragment", ic.URL)
+	}
+
+	ic.Lifetime = DefaultTokenLifetime
+	if ic.TokenLifetime != "" {
+		d, err := time.ParseDuration(ic.TokenLifetime)
+		if err != nil {
+			return fmt.Errorf("issuer.tokenLifetime: %w", err)
+		}
+		ic.Lifetime = d
+	}
+	if ic.Lifetime < MinTokenLifetime || ic.Lifetime > MaxTokenLifetime {
+		return fmt.Errorf("issuer.tokenLifetime: %v is outside %v..%v", ic.Lifetime, MinTokenLifetime, MaxTokenLifetime)
+	}
+	return nil
+}
+
+// complete's errors start with the field name: the caller prefixes
+// "identities[i].".
+func (r *IdentityRule) complete() error {
+	if r.Namespace == "" {
+		return errors.New("namespace is required")
+	}
+	if len(r.Namespace) > 63 || !dnsLabel.MatchString(r.Namespace) {
+		return fmt.Errorf("namespace: %q is not a Kubernetes namespace name", r.Namespace)
+	}
+	if r.Pod != "" {
+		if _, err := path.Match(r.Pod, ""); err != nil {
+			return fmt.Errorf("pod: bad glob %q: %w", r.Pod, err)
+		}
+	}
+	if r.ServiceAccount == "" {
+		return errors.New("serviceAccount is required")
+	}
+	if len(r.ServiceAccount) > 253 || !dnsSubdomain.MatchString(r.ServiceAccount) {
+		return fmt.Errorf("serviceAccount: %q is not a Kubernetes service account name", r.ServiceAccount)
+	}
+	if r.Email != "" && (!strings.Contains(r.Email, "@") || !plainName(r.Email)) {
+		return fmt.Errorf("email: %q is not an email address", r.Email)
+	}
+	if len(r.Scopes) == 0 {
+		r.Scopes = []string{DefaultScope}
+	}
+	for j, s := range r.Scopes {
+		if s == "" || strings.ContainsAny(s, " \t\r\n,") {
+			return fmt.Errorf("scopes[%d]: %q is not a scope", j, s)
+		}
+	}
+	return nil
+}

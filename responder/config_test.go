@@ -1,0 +1,138 @@
+package responder
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const goodConfig = `
+project: {id: demo-project, numericId: "123456789012"}
+node: {name: node-1, zone: us-central1-a}
+issuer: {url: https://metabind.local/node-1, tokenLifetime: 30m}
+identities:
+  - namespace: payments
+    pod: "api-*"
+    serviceAccount: api
+    email: api@demo-project.iam.gserviceaccount.com
+    scopes: [https://www.googleapis.com/auth/cloud-platform, https://www.googleapis.com/auth/userinfo.email]
+  - namespace: payments
+    serviceAccount: worker
+`
+
+func TestParseConfig(t *testing.T) {
+	cfg, err := ParseConfig([]byte(goodConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Project.ID != "demo-project" || cfg.Project.NumericID != "123456789012" {
+		t.Errorf("project = %+v", cfg.Project)
+	}
+	if cfg.Node.Name != "node-1" || cfg.Node.Zone != "us-central1-a" {
+		t.Errorf("node = %+v", cfg.Node)
+	}
+	if cfg.Issuer.Lifetime != 30*time.Minute {
+		t.Errorf("lifetime = %v", cfg.Issuer.Lifetime)
+	}
+	if len(cfg.Identities) != 2 {
+		t.Fatalf("identities = %+v", cfg.Identities)
+	}
+	if got := cfg.Identities[1].Scopes; len(got) != 1 || got[0] != DefaultScope {
+		t.Errorf("default scopes = %v", got)
+	}
+	if got := cfg.AccountEmail(&cfg.Identities[1]); got != "demo-project.svc.id.goog" {
+		t.Errorf("default email = %q", got)
+	}
+}
+
+func TestParseConfigDefaultsAndForms(t *testing.T) {
+	host, _ := os.Hostname()
+	for name, text := range map[string]string{
+		"yaml, unquoted number": `
+project: {id: p, numericId: 42}
+node: {zone: z}
+issuer: {url: "http://127.0.0.1:8080"}
+`,
+		"json": `{"project": {"id": "p", "numericId": "42"}, "node": {"zone": "z"},
+		          "issuer": {"url": "http://127.0.0.1:8080"}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Project.NumericID != "42" {
+				t.Errorf("numericId = %q", cfg.Project.NumericID)
+			}
+			if cfg.Node.Name != host {
+				t.Errorf("node.name = %q, want host name %q", cfg.Node.Name, host)
+			}
+			if cfg.Issuer.Lifetime != time.Hour {
+				t.Errorf("lifetime = %v", cfg.Issuer.Lifetime)
+			}
+			if len(cfg.Identities) != 0 {
+				t.Errorf("identities = %v", cfg.Identities)
+			}
+		})
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	const head = "project: {id: p, numericId: \"1\"}\nnode: {name: n, zone: z}\nissuer: {url: https://i.example}\n"
+	for _, tc := range []struct{ name, text, want string }{
+		{"unknown field", head + "extra: 1\n", `unknown field "extra"`},
+		{"unknown nested field", "project: {id: p, numericId: \"1\", name: x}\n", `unknown field "name"`},
+		{"no project id", "project: {numericId: \"1\"}\n", "project.id is required"},
+		{"no numeric id", "project: {id: p}\n", "project.numericId is required"},
+		{"numeric id not digits", "project: {id: p, numericId: \"12a\"}\n", "project.numericId"},
+		{"numeric id negative", "project: {id: p, numericId: -1}\n", "project.numericId"},
+		{"numeric id float", "project: {id: p, numericId: 1.5}\n", "project.numericId"},
+		{"no zone", "project: {id: p, numericId: \"1\"}\nnode: {name: n}\n", "node.zone is required"},
+		{"no issuer", "project: {id: p, numericId: \"1\"}\nnode: {name: n, zone: z}\n", "issuer.url is required"},
+		{"relative issuer", strings.Replace(head, "https://i.example", "/x", 1), "issuer.url"},
+		{"ftp issuer", strings.Replace(head, "https://i.example", "ftp://i.example", 1), "issuer.url"},
+		{"issuer query", strings.Replace(head, "https://i.example", `"https://i.example/?a=b"`, 1), "issuer.url"},
+		{"issuer fragment", strings.Replace(head, "https://i.example", `"https://i.example/#f"`, 1), "issuer.url"},
+		{"bad lifetime", strings.Replace(head, "https://i.example}", "https://i.example, tokenLifetime: soon}", 1), "issuer.tokenLifetime"},
+		{"short lifetime", strings.Replace(head, "https://i.example}", "https://i.example, tokenLifetime: 59s}", 1), "issuer.tokenLifetime"},
+		{"long lifetime", strings.Replace(head, "https://i.example}", "https://i.example, tokenLifetime: 61m}", 1), "issuer.tokenLifetime"},
+		{"no namespace", head + "identities: [{serviceAccount: a}]\n", "identities[0].namespace is required"},
+		{"no service account", head + "identities: [{namespace: a}]\n", "identities[0].serviceAccount is required"},
+		{"bad glob", head + "identities: [{namespace: a, serviceAccount: a}, {namespace: a, serviceAccount: b, pod: \"[\"}]\n", `identities[1].pod: bad glob "["`},
+		{"bad email", head + "identities: [{namespace: a, serviceAccount: a, email: nobody}]\n", "identities[0].email"},
+		{"bad scope", head + "identities: [{namespace: a, serviceAccount: a, scopes: [\"a b\"]}]\n", "identities[0].scopes[0]"},
+		{"bad namespace", head + "identities: [{namespace: A_B, serviceAccount: a}]\n", "identities[0].namespace"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ParseConfig([]byte(tc.text))
+			if err == nil {
+				t.Fatalf("no error, want one containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+		})
+	}
+	// A lifetime at either bound is fine.
+	for _, d := range []string{"1m", "1h"} {
+		if _, err := ParseConfig([]byte(strings.Replace(head, "https://i.example}", "https://i.example, tokenLifetime: "+d+"}", 1))); err != nil {
+			t.Errorf("tokenLifetime %s: %v", d, err)
+		}
+	}
+}
+
+func TestLoadConfigNamesFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "responder.yaml")
+	if err := os.WriteFile(path, []byte("project: {}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(path)
+	if err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("error %v does not name %s", err, path)
+	}
+	if _, err := LoadConfig(path + ".missing"); err == nil || !strings.Contains(err.Error(), path+".missing") {
+		t.Errorf("error %v does not name the missing file", err)
+	}
+}

@@ -1,0 +1,384 @@
+package responder
+
+import (
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Content types as GCE's metadata server sends them. Python's google-auth
+// decodes a body only when the type is exactly application/json.
+const (
+	textType = "application/text"
+	jsonType = "application/json"
+)
+
+const (
+	computeMetadataPath = "/computeMetadata"
+	v1Path              = "/computeMetadata/v1"
+	serviceAccountsPath = v1Path + "/instance/service-accounts"
+	defaultAccount      = "default"
+)
+
+// MaxLongPoll caps a wait_for_change request; it stays below the server's
+// write timeout. Nothing the responder serves changes while it runs, so a
+// long poll only paces clients that subscribe.
+const MaxLongPoll = 8 * time.Second
+
+// InstanceID is what instance/id answers: the FNV-1a 64-bit hash of the
+// node name, as an unsigned decimal. It is stable across restarts and
+// differs between nodes.
+func InstanceID(node string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(node))
+	return h.Sum64()
+}
+
+// body is one precomputed response body.
+type body struct {
+	data  []byte
+	ctype string
+	etag  string
+}
+
+func newBody(data []byte, ctype string) body {
+	h := fnv.New64a()
+	h.Write(data)
+	return body{data: data, ctype: ctype, etag: strconv.FormatUint(h.Sum64(), 16)}
+}
+
+// entry is one metadata path. A scalar answers text, or json with alt=json.
+// A directory answers its listing as text, or as a JSON array with
+// alt=json, and its tree as JSON with recursive=true.
+type entry struct {
+	dir  bool
+	text body
+	json body // scalar: alt=json; directory: recursive=true
+	list body // directory: alt=json
+}
+
+func scalar(text string, jsonValue any) *entry {
+	return &entry{text: newBody([]byte(text), textType), json: newBody(mustJSON(jsonValue), jsonType)}
+}
+
+func directory(names []string, tree any) *entry {
+	var b strings.Builder
+	for _, n := range names {
+		b.WriteString(n)
+		b.WriteByte('\n')
+	}
+	return &entry{
+		dir:  true,
+		text: newBody([]byte(b.String()), textType),
+		json: newBody(mustJSON(tree), jsonType),
+		list: newBody(mustJSON(names), jsonType),
+	}
+}
+
+// mustJSON encodes the plain structs below, which cannot fail.
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("encode %T: %v", v, err))
+	}
+	return b
+}
+
+// The recursive=true trees, with GCE's camelCase keys.
+type (
+	rootTree struct {
+		Instance instanceTree `json:"instance"`
+		Project  projectTree  `json:"project"`
+	}
+	instanceTree struct {
+		Hostname        string                 `json:"hostname"`
+		ID              uint64                 `json:"id"`
+		Name            string                 `json:"name"`
+		ServiceAccounts map[string]accountTree `json:"serviceAccounts"`
+		Zone            string                 `json:"zone"`
+	}
+	accountTree struct {
+		Aliases []string `json:"aliases"`
+		Email   string   `json:"email"`
+		Scopes  []string `json:"scopes"`
+	}
+	projectTree struct {
+		NumericProjectID json.Number `json:"numericProjectId"`
+		ProjectID        string      `json:"projectId"`
+	}
+)
+
+// view is the metadata one kind of caller sees, keyed by path without
+// trailing slash: one view per identity rule, and one for bound callers
+// that no rule matches.
+type view struct {
+	entries map[string]*entry
+	rule    *IdentityRule // nil: no identity
+	email   string
+}
+
+// site is every view, built once from the config.
+type site struct {
+	noIdentity *view
+	byRule     []*view
+}
+
+func newSite(cfg *Config) *site {
+	s := &site{noIdentity: newView(cfg, nil)}
+	for i := range cfg.Identities {
+		s.byRule = append(s.byRule, newView(cfg, &cfg.Identities[i]))
+	}
+	return s
+}
+
+func newView(cfg *Config, rule *IdentityRule) *view {
+	v := &view{entries: make(map[string]*entry), rule: rule}
+	e := v.entries
+
+	project := projectTree{NumericProjectID: json.Number(cfg.Project.NumericID), ProjectID: cfg.Project.ID}
+	e[v1Path+"/project"] = directory([]string{"numeric-project-id", "project-id"}, project)
+	e[v1Path+"/project/numeric-project-id"] = scalar(string(cfg.Project.NumericID), project.NumericProjectID)
+	e[v1Path+"/project/project-id"] = scalar(cfg.Project.ID, cfg.Project.ID)
+
+	instance := instanceTree{
+		Hostname:        cfg.Node.Name + "." + cfg.Node.Zone + ".c." + cfg.Project.ID + ".internal",
+		ID:              InstanceID(cfg.Node.Name),
+		Name:            cfg.Node.Name,
+		ServiceAccounts: map[string]accountTree{},
+		Zone:            "projects/" + string(cfg.Project.NumericID) + "/zones/" + cfg.Node.Zone,
+	}
+	e[v1Path+"/instance/hostname"] = scalar(instance.Hostname, instance.Hostname)
+	e[v1Path+"/instance/id"] = scalar(strconv.FormatUint(instance.ID, 10), instance.ID)
+	e[v1Path+"/instance/name"] = scalar(instance.Name, instance.Name)
+	e[v1Path+"/instance/zone"] = scalar(instance.Zone, instance.Zone)
+	instanceNames := []string{"hostname", "id", "name", "zone"}
+
+	if rule != nil {
+		v.email = cfg.AccountEmail(rule)
+		acct := accountTree{Aliases: []string{defaultAccount}, Email: v.email, Scopes: rule.Scopes}
+		instance.ServiceAccounts[defaultAccount] = acct
+		instance.ServiceAccounts[v.email] = acct
+		instanceNames = []string{"hostname", "id", "name", "service-accounts/", "zone"}
+
+		e[serviceAccountsPath] = directory([]string{defaultAccount + "/", v.email + "/"}, instance.ServiceAccounts)
+		acctDir := directory([]string{"aliases", "email", "identity", "scopes", "token"}, acct)
+		email := scalar(v.email, v.email)
+		aliases := scalar(strings.Join(acct.Aliases, "\n"), acct.Aliases)
+		scopes := scalar(strings.Join(acct.Scopes, "\n"), acct.Scopes)
+		for _, name := range []string{defaultAccount, v.email} {
+			p := serviceAccountsPath + "/" + name
+			e[p] = acctDir
+			e[p+"/email"] = email
+			e[p+"/aliases"] = aliases
+			e[p+"/scopes"] = scopes
+		}
+	}
+	e[v1Path+"/instance"] = directory(instanceNames, instance)
+
+	root := rootTree{Instance: instance, Project: project}
+	e[v1Path] = directory([]string{"instance/", "project/"}, root)
+	e[computeMetadataPath] = directory([]string{"v1/"}, map[string]rootTree{"v1": root})
+	return v
+}
+
+// serveMetadata answers a /computeMetadata path for a bound caller.
+func (h *handler) serveMetadata(w *statusWriter, r *http.Request, q url.Values, c *caller) {
+	v := h.site.noIdentity
+	if c.rule >= 0 {
+		v = h.site.byRule[c.rule]
+	}
+	p := r.URL.Path
+	key := strings.TrimSuffix(p, "/")
+	if e := v.entries[key]; e != nil {
+		if !e.dir && key != p {
+			h.notFound(w)
+			return
+		}
+		h.writeEntry(w, r, q, e)
+		return
+	}
+	rest, ok := strings.CutPrefix(p, serviceAccountsPath+"/")
+	if !ok || v.rule == nil {
+		h.notFound(w)
+		return
+	}
+	acct, leaf, _ := strings.Cut(rest, "/")
+	if acct != defaultAccount && acct != v.email {
+		h.notFound(w)
+		return
+	}
+	switch leaf {
+	case "token":
+		h.serveToken(w, q, c, v)
+	case "identity":
+		h.serveIdentity(w, q, c, v)
+	default:
+		h.notFound(w)
+	}
+}
+
+func (h *handler) writeEntry(w *statusWriter, r *http.Request, q url.Values, e *entry) {
+	b := e.text
+	switch alt := q.Get("alt"); {
+	case e.dir && strings.EqualFold(q.Get("recursive"), "true"):
+		b = e.json // alt=text on a tree still answers JSON
+	case alt == "json" && e.dir:
+		b = e.list
+	case alt == "json":
+		b = e.json
+	case alt != "" && alt != "text":
+		h.badRequest(w, "alt must be json or text")
+		return
+	}
+	if strings.EqualFold(q.Get("wait_for_change"), "true") {
+		if ok := h.longPoll(w, r, q, b.etag); !ok {
+			return
+		}
+	}
+	w.Header().Set("Content-Type", b.ctype)
+	w.Header().Set("ETag", b.etag)
+	w.Write(b.data)
+}
+
+// longPoll holds a wait_for_change request while the value's ETag is
+// last_etag (or none was given), for timeout_sec capped at maxLongPoll.
+func (h *handler) longPoll(w *statusWriter, r *http.Request, q url.Values, etag string) bool {
+	wait := h.maxLongPoll
+	if s := q.Get("timeout_sec"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			h.badRequest(w, "timeout_sec must be a positive integer")
+			return false
+		}
+		if d := time.Duration(n) * time.Second; d < wait {
+			wait = d
+		}
+	}
+	if last := q.Get("last_etag"); last != "" && last != etag {
+		return true
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.Context().Done():
+	}
+	return true
+}
+
+func (h *handler) subject(c *caller, v *view) Subject {
+	return Subject{
+		Namespace:      c.binding.Namespace,
+		Pod:            c.binding.Pod,
+		PodUID:         c.binding.PodUID,
+		ServiceAccount: v.rule.ServiceAccount,
+		Email:          v.rule.Email,
+		Node:           h.cfg.Node.Name,
+	}
+}
+
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	ExpiresIn   int64  `json:"expires_in"`
+	TokenType   string `json:"token_type"`
+}
+
+// serveToken answers .../token[?scopes=a,b] with an access token: a JWT
+// whose audience is the issuer and whose scope claim lists the scopes.
+func (h *handler) serveToken(w *statusWriter, q url.Values, c *caller, v *view) {
+	scopes := v.rule.Scopes
+	if s := q.Get("scopes"); s != "" {
+		var err error
+		if scopes, err = grantScopes(v.rule.Scopes, s); err != nil {
+			h.badRequest(w, err.Error())
+			return
+		}
+	}
+	now := h.now()
+	claims := h.iss.NewClaims(h.subject(c, v), []string{h.iss.URL()}, now)
+	claims.Scope = strings.Join(scopes, " ")
+	tok, err := h.iss.Sign(claims)
+	if err != nil {
+		h.internalError(w, err)
+		return
+	}
+	expiresIn := int64(claims.ExpiresAt.Sub(now) / time.Second)
+	if expiresIn < 1 {
+		expiresIn = 1
+	}
+	w.Header().Set("Content-Type", jsonType)
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(tokenResponse{AccessToken: tok, ExpiresIn: expiresIn, TokenType: "Bearer"})
+}
+
+// grantScopes returns the requested scopes (comma-separated) when the
+// identity holds each of them. cloud-platform grants every Google API
+// scope, as on GCE.
+func grantScopes(held []string, requested string) ([]string, error) {
+	cloudPlatform := false
+	for _, s := range held {
+		cloudPlatform = cloudPlatform || s == DefaultScope
+	}
+	var out []string
+	for _, s := range strings.Split(requested, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		ok := cloudPlatform && strings.HasPrefix(s, "https://www.googleapis.com/auth/")
+		for _, h := range held {
+			ok = ok || s == h
+		}
+		if !ok {
+			return nil, fmt.Errorf("scope %q is not granted to this identity", s)
+		}
+		out = append(out, s)
+	}
+	if len(out) == 0 {
+		return held, nil
+	}
+	return out, nil
+}
+
+// serveIdentity answers .../identity?audience=A[&format=full] with an ID
+// token for A. licenses is accepted and ignored.
+func (h *handler) serveIdentity(w *statusWriter, q url.Values, c *caller, v *view) {
+	aud := q.Get("audience")
+	if aud == "" {
+		h.badRequest(w, "non-empty audience parameter required")
+		return
+	}
+	format := q.Get("format")
+	if format != "" && format != "standard" && format != "full" {
+		h.badRequest(w, "format must be standard or full")
+		return
+	}
+	claims := h.iss.NewClaims(h.subject(c, v), []string{aud}, h.now())
+	claims.AuthorizedParty = claims.Subject
+	if claims.Email != "" {
+		claims.AuthorizedParty = claims.Email
+		claims.EmailVerified = true
+	}
+	if format == "full" {
+		claims.Google = &GoogleClaims{ComputeEngine: ComputeEngineClaims{
+			ProjectID:     h.cfg.Project.ID,
+			ProjectNumber: h.projectNumber,
+			Zone:          h.cfg.Node.Zone,
+			InstanceID:    strconv.FormatUint(InstanceID(h.cfg.Node.Name), 10),
+			InstanceName:  h.cfg.Node.Name,
+		}}
+	}
+	tok, err := h.iss.Sign(claims)
+	if err != nil {
+		h.internalError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", textType)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write([]byte(tok))
+}

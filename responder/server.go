@@ -1,0 +1,252 @@
+package responder
+
+import (
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/metabind/metabind/store"
+)
+
+// BindingLookup finds the pod that owns an IP; *store.View is one.
+type BindingLookup interface {
+	Lookup(netip.Addr) (store.Binding, bool, error)
+}
+
+var _ BindingLookup = (*store.View)(nil)
+
+// rootBody is what GET / answers: Go's OnGCE probes / without the
+// Metadata-Flavor header, Python's ping with it.
+const rootBody = "computeMetadata/\n"
+
+type handler struct {
+	cfg    *Config
+	lookup BindingLookup
+	iss    *Issuer
+	log    *slog.Logger
+
+	site          *site
+	projectNumber uint64
+	oidc          map[string]body // discovery document and JWKS by path
+
+	now         func() time.Time
+	maxLongPoll time.Duration
+}
+
+// NewHandler serves the GCE metadata API to the callers lookup knows, and
+// the issuer's OIDC documents to anyone. cfg must come from ParseConfig or
+// LoadConfig. A nil log discards.
+func NewHandler(cfg *Config, lookup BindingLookup, iss *Issuer, log *slog.Logger) http.Handler {
+	return newHandler(cfg, lookup, iss, log)
+}
+
+func newHandler(cfg *Config, lookup BindingLookup, iss *Issuer, log *slog.Logger) *handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	num, _ := strconv.ParseUint(string(cfg.Project.NumericID), 10, 64) // validated
+	h := &handler{
+		cfg:           cfg,
+		lookup:        lookup,
+		iss:           iss,
+		log:           log,
+		site:          newSite(cfg),
+		projectNumber: num,
+		oidc:          make(map[string]body),
+		now:           time.Now,
+		maxLongPoll:   MaxLongPoll,
+	}
+	discovery := newBody(iss.discovery, jsonType)
+	jwks := newBody(iss.jwks, "application/jwk-set+json")
+	for _, prefix := range []string{"", iss.pathPrefix()} {
+		h.oidc[prefix+DiscoveryPath] = discovery
+		h.oidc[prefix+JWKSPath] = jwks
+	}
+	return h
+}
+
+// caller is who sent a request, by its TCP peer address.
+type caller struct {
+	ip      netip.Addr
+	binding store.Binding
+	bound   bool
+	err     error // store lookup failed
+	rule    int   // index of the matching identity rule, or -1
+}
+
+func (h *handler) identify(r *http.Request) caller {
+	c := caller{rule: -1}
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return c // not a TCP peer: never bound
+	}
+	c.ip = ap.Addr().Unmap()
+	c.binding, c.bound, c.err = h.lookup.Lookup(c.ip)
+	if c.bound && c.err == nil {
+		c.rule = h.cfg.Match(c.binding)
+	} else {
+		c.bound = false
+	}
+	return c
+}
+
+// statusWriter records the status and any error for the request log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	err    error
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	w := &statusWriter{ResponseWriter: rw}
+	w.Header().Set("Metadata-Flavor", "Google")
+	c := h.identify(r)
+	h.serve(w, r, &c)
+	h.logRequest(r, w, &c, time.Since(start))
+}
+
+// serve checks a request in the order: proxy headers, method, path; then
+// the public paths (/ and the OIDC documents); then, for metadata, the
+// Metadata-Flavor header, the query and the caller.
+func (h *handler) serve(w *statusWriter, r *http.Request, c *caller) {
+	if _, ok := r.Header["X-Forwarded-For"]; ok {
+		h.forbidden(w, "requests with X-Forwarded-For are refused")
+		return
+	}
+	if _, ok := r.Header["Forwarded"]; ok {
+		h.forbidden(w, "requests with Forwarded are refused")
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		h.error(w, http.StatusMethodNotAllowed, "method not allowed")
+		return
+	}
+	if !plainPath(r.URL) {
+		h.notFound(w)
+		return
+	}
+	if r.URL.Path == "/" {
+		w.Header().Set("Content-Type", textType)
+		w.Write([]byte(rootBody))
+		return
+	}
+	if b, ok := h.oidc[r.URL.Path]; ok {
+		w.Header().Set("Content-Type", b.ctype)
+		w.Write(b.data)
+		return
+	}
+	if !strings.HasPrefix(r.URL.Path, computeMetadataPath) {
+		h.notFound(w)
+		return
+	}
+	if v := r.Header.Values("Metadata-Flavor"); len(v) != 1 || v[0] != "Google" {
+		h.forbidden(w, "missing required header: Metadata-Flavor: Google")
+		return
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		h.badRequest(w, "bad query parameters")
+		return
+	}
+	if c.err != nil {
+		w.err = c.err
+		h.error(w, http.StatusServiceUnavailable, "binding store unavailable")
+		return
+	}
+	if !c.bound {
+		h.notFound(w)
+		return
+	}
+	h.serveMetadata(w, r, q, c)
+}
+
+// plainPath reports whether a path names what it seems to: no dot
+// segments, empty segments or backslashes, and no encoded '/', '.' or '\'.
+func plainPath(u *url.URL) bool {
+	p := u.Path
+	if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, "\\\x00") || strings.Contains(p, "//") {
+		return false
+	}
+	if raw := strings.ToLower(u.RawPath); raw != "" {
+		for _, enc := range []string{"%2f", "%2e", "%5c"} {
+			if strings.Contains(raw, enc) {
+				return false
+			}
+		}
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+func (h *handler) error(w *statusWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Del("ETag")
+	w.WriteHeader(code)
+	w.Write([]byte(msg + "\n"))
+}
+
+func (h *handler) notFound(w *statusWriter)               { h.error(w, http.StatusNotFound, "not found") }
+func (h *handler) forbidden(w *statusWriter, msg string)  { h.error(w, http.StatusForbidden, msg) }
+func (h *handler) badRequest(w *statusWriter, msg string) { h.error(w, http.StatusBadRequest, msg) }
+
+func (h *handler) internalError(w *statusWriter, err error) {
+	w.err = err
+	h.error(w, http.StatusInternalServerError, "internal error")
+}
+
+// logRequest writes one line per request. It never logs the query (an
+// audience is harmless, but nothing else belongs in a log), headers or
+// response bodies.
+func (h *handler) logRequest(r *http.Request, w *statusWriter, c *caller, d time.Duration) {
+	status := w.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	attrs := make([]slog.Attr, 0, 9)
+	attrs = append(attrs, slog.String("caller", r.RemoteAddr))
+	if c.ip.IsValid() {
+		attrs[0] = slog.String("caller", c.ip.String())
+	}
+	if c.bound {
+		attrs = append(attrs, slog.String("namespace", c.binding.Namespace), slog.String("pod", c.binding.Pod))
+	}
+	attrs = append(attrs,
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", status),
+		slog.Duration("duration", d),
+	)
+	level := slog.LevelInfo
+	if w.err != nil {
+		attrs = append(attrs, slog.String("error", w.err.Error()))
+		level = slog.LevelError
+	}
+	h.log.LogAttrs(r.Context(), level, "request", attrs...)
+}

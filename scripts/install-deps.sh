@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the demo and the tests need on a fresh Debian machine:
+# iptables and iproute2 from apt, and the reference CNI plugins and cnitool,
+# pinned, built with `go install` into .cache/cni/bin (nothing lands on the
+# system's own CNI path).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CNI_PLUGINS_VERSION=v1.10.0
+CNI_VERSION=v1.3.1
+CNI_BIN=$PWD/.cache/cni/bin
+
+need_apt=()
+command -v iptables >/dev/null || need_apt+=(iptables)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v nsenter >/dev/null || need_apt+=(util-linux)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: need root to apt-get install ${need_apt[*]}" >&2
+    exit 1
+  fi
+  echo "install-deps: apt-get install ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+stamp=$CNI_BIN/.versions
+want="plugins=$CNI_PLUGINS_VERSION cni=$CNI_VERSION"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "install-deps: building reference CNI plugins $CNI_PLUGINS_VERSION and cnitool $CNI_VERSION into $CNI_BIN"
+  mkdir -p "$CNI_BIN"
+  for p in main/ptp main/bridge main/loopback ipam/host-local meta/portmap; do
+    GOBIN=$CNI_BIN go install "github.com/containernetworking/plugins/plugins/$p@$CNI_PLUGINS_VERSION"
+  done
+  GOBIN=$CNI_BIN go install "github.com/containernetworking/cni/cnitool@$CNI_VERSION"
+  echo "$want" > "$stamp"
+fi

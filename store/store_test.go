@@ -1,0 +1,230 @@
+package store
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+func binding(ip, cid, pod string) Binding {
+	return Binding{
+		IP: netip.MustParseAddr(ip), ContainerID: cid, IfName: "eth0", HostInterface: "veth" + cid,
+		Namespace: "ns", Pod: pod, PodUID: "uid-" + pod, Created: time.Unix(1700000000, 0).UTC(),
+		Annotations: map[string]string{"a": "b"},
+	}
+}
+
+func update(t *testing.T, dir string, fn func(*Tx) error) {
+	t.Helper()
+	st, err := Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Update(fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPutGetDeleteAndIndex(t *testing.T) {
+	dir := t.TempDir()
+	a := binding("10.0.0.2", "c1", "a")
+	a2 := binding("10.0.0.3", "c1", "a")
+	update(t, dir, func(tx *Tx) error {
+		if err := tx.Put(a); err != nil {
+			return err
+		}
+		return tx.Put(a2)
+	})
+	all, err := ReadAll(dir, time.Second)
+	if err != nil || len(all) != 2 {
+		t.Fatalf("ReadAll = %v, %v; want 2 bindings", all, err)
+	}
+	if all[0].Pod != "a" || all[0].Annotations["a"] != "b" || !all[0].Created.Equal(a.Created) {
+		t.Fatalf("round trip lost fields: %+v", all[0])
+	}
+
+	// IPAM hands 10.0.0.3 to another container: the new owner replaces the
+	// binding and the old attachment no longer lists the IP.
+	b := binding("10.0.0.3", "c2", "b")
+	update(t, dir, func(tx *Tx) error {
+		if err := tx.Put(b); err != nil {
+			return err
+		}
+		old, err := tx.ByAttachment(a.Attachment())
+		if err != nil || len(old) != 1 || old[0].IP != a.IP {
+			t.Errorf("c1 owns %v, %v; want only %s", old, err, a.IP)
+		}
+		got, ok, err := tx.Get(b.IP)
+		if err != nil || !ok || got.ContainerID != "c2" {
+			t.Errorf("Get(%s) = %+v %v %v", b.IP, got, ok, err)
+		}
+		return nil
+	})
+
+	update(t, dir, func(tx *Tx) error {
+		if err := tx.Delete(a.IP); err != nil {
+			return err
+		}
+		if err := tx.Delete(netip.MustParseAddr("10.9.9.9")); err != nil {
+			t.Errorf("deleting an unbound IP: %v", err)
+		}
+		left, err := tx.ByAttachment(a.Attachment())
+		if err != nil || len(left) != 0 {
+			t.Errorf("c1 still owns %v, %v", left, err)
+		}
+		return nil
+	})
+	all, _ = ReadAll(dir, time.Second)
+	if len(all) != 1 || all[0].ContainerID != "c2" {
+		t.Fatalf("after delete: %+v", all)
+	}
+}
+
+func TestFailedUpdateWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	st, err := Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("iptables failed")
+	err = st.Update(func(tx *Tx) error {
+		if err := tx.Put(binding("10.0.0.2", "c1", "a")); err != nil {
+			return err
+		}
+		return boom
+	})
+	st.Close()
+	if !errors.Is(err, boom) {
+		t.Fatalf("Update = %v, want %v", err, boom)
+	}
+	if all, _ := ReadAll(dir, time.Second); len(all) != 0 {
+		t.Fatalf("a failed update left %+v", all)
+	}
+}
+
+func TestWriterGetsErrBusyWhileLocked(t *testing.T) {
+	dir := t.TempDir()
+	holder, err := Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	start := time.Now()
+	_, err = Open(dir, 100*time.Millisecond)
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("second writer: %v, want ErrBusy", err)
+	}
+	if waited := time.Since(start); waited > 2*time.Second {
+		t.Fatalf("gave up after %v, want about 100ms", waited)
+	}
+	if _, err := ReadAll(dir, 50*time.Millisecond); !errors.Is(err, ErrBusy) {
+		t.Fatalf("reader during a write: %v, want ErrBusy", err)
+	}
+}
+
+func TestNewerSchemaIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	update(t, dir, func(*Tx) error { return nil })
+	db, err := bolt.Open(DBPath(dir), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("2")) }); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if _, err := Open(dir, time.Second); err == nil {
+		t.Fatal("Open accepted schema version 2")
+	}
+	if _, err := ReadAll(dir, time.Second); err == nil {
+		t.Fatal("ReadAll accepted schema version 2")
+	}
+}
+
+func TestCorruptRecordIsAnError(t *testing.T) {
+	dir := t.TempDir()
+	update(t, dir, func(*Tx) error { return nil })
+	db, err := bolt.Open(DBPath(dir), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketBindings).Put([]byte("10.0.0.9"), []byte(`{"ip":"10.0.0.8"}`)) })
+	db.Close()
+	if _, err := ReadAll(dir, time.Second); err == nil {
+		t.Fatal("a record whose IP differs from its key was accepted")
+	}
+}
+
+func TestMissingStoreIsEmpty(t *testing.T) {
+	dir := t.TempDir()
+	all, err := ReadAll(dir, time.Second)
+	if err != nil || len(all) != 0 {
+		t.Fatalf("ReadAll on empty dir = %v, %v", all, err)
+	}
+	v := NewView(dir, time.Second)
+	defer v.Close()
+	if _, ok, err := v.Lookup(netip.MustParseAddr("10.0.0.2")); ok || err != nil {
+		t.Fatalf("Lookup on empty dir = %v, %v", ok, err)
+	}
+	if _, err := os.Stat(DBPath(dir)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a reader created the database: %v", err)
+	}
+}
+
+// Every write that has returned is seen by the next Lookup: the responder's
+// freshness guarantee.
+func TestViewSeesEveryCommittedWrite(t *testing.T) {
+	dir := t.TempDir()
+	v := NewView(dir, time.Second)
+	defer v.Close()
+	ip := netip.MustParseAddr("10.0.0.2")
+	for i := 0; i < 50; i++ {
+		owner := []string{"a", "b"}[i%2]
+		update(t, dir, func(tx *Tx) error { return tx.Put(binding(ip.String(), "c-"+owner, owner)) })
+		got, ok, err := v.Lookup(ip)
+		if err != nil || !ok || got.Pod != owner {
+			t.Fatalf("cycle %d: Lookup = %+v %v %v, want pod %s", i, got, ok, err, owner)
+		}
+		update(t, dir, func(tx *Tx) error { return tx.Delete(ip) })
+		if _, ok, err := v.Lookup(ip); ok || err != nil {
+			t.Fatalf("cycle %d: Lookup after delete = %v %v", i, ok, err)
+		}
+	}
+}
+
+func TestViewConcurrentLookupsDuringWrites(t *testing.T) {
+	dir := t.TempDir()
+	v := NewView(dir, 2*time.Second)
+	defer v.Close()
+	ip := netip.MustParseAddr("10.0.0.2")
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, _, err := v.Lookup(ip); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 30; i++ {
+		update(t, dir, func(tx *Tx) error { return tx.Put(binding(ip.String(), "c", "p")) })
+	}
+	close(stop)
+	wg.Wait()
+}
