@@ -92,6 +92,14 @@ func testEndToEnd(t *testing.T, c chain) {
 		}
 	}
 
+	// A pod with no binding at all (created before metabind was installed)
+	// has a working route to the node's metadata server and is still
+	// turned away: only a binding opens the redirect.
+	unbound := n.addUnboundPod(t, "payments", "api-legacy")
+	if code, body, err := unbound.metadataGet("/"); err == nil {
+		t.Errorf("unbound pod reached a metadata server: %d %q", code, body)
+	}
+
 	// The block spares the node itself: its processes still reach the
 	// cloud's metadata server.
 	if code, body, err := get(n.httpClient(), "http://"+metadataIP+"/"); err != nil || body != nodeMetadataBody {

@@ -40,6 +40,9 @@ type node struct {
 	logFile  string
 	cni      *libcni.CNIConfig
 	list     *libcni.NetworkConfigList
+	// unbound is a ptp network without metabind: its pods stand for pods
+	// created before metabind was installed, or whose ADD failed.
+	unbound *libcni.NetworkConfigList
 }
 
 // chain is the main plugin in front of metabind.
@@ -94,6 +97,12 @@ func newNode(t *testing.T, c chain) *node {
 	if err != nil {
 		t.Fatalf("conflist: %v\n%s", err, conflist)
 	}
+	unbound := chain{name: "ptp", subnet: strings.Replace(c.subnet, "10.197.", "10.196.", 1)}
+	n.unbound, err = libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "no-metabind", "plugins": [%s]}`,
+		unbound.mainPlugin(n.dir))))
+	if err != nil {
+		t.Fatal(err)
+	}
 	n.cni = libcni.NewCNIConfigWithCacheDir([]string{binDir, cniPluginsDir}, filepath.Join(n.dir, "cache"), nil)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -136,14 +145,28 @@ func newPodNS(t *testing.T) ns.NetNS {
 // addPod runs the conflist's ADD for a new pod, as kubelet's runtime would.
 func (n *node) addPod(t *testing.T, namespace, name string) *pod {
 	t.Helper()
-	p, err := n.addPodIn(newPodNS(t), namespace, name)
+	p, err := n.addPodWith(n.list, newPodNS(t), namespace, name)
 	if err != nil {
 		t.Fatalf("ADD %s/%s: %v", namespace, name, err)
 	}
 	return p
 }
 
+// addUnboundPod creates a pod through the network without metabind.
+func (n *node) addUnboundPod(t *testing.T, namespace, name string) *pod {
+	t.Helper()
+	p, err := n.addPodWith(n.unbound, newPodNS(t), namespace, name)
+	if err != nil {
+		t.Fatalf("ADD %s/%s without metabind: %v", namespace, name, err)
+	}
+	return p
+}
+
 func (n *node) addPodIn(podNS ns.NetNS, namespace, name string) (*pod, error) {
+	return n.addPodWith(n.list, podNS, namespace, name)
+}
+
+func (n *node) addPodWith(list *libcni.NetworkConfigList, podNS ns.NetNS, namespace, name string) (*pod, error) {
 	id := randomID()
 	p := &pod{namespace: namespace, name: name, uid: "uid-" + id[:12], ns: podNS}
 	p.rt = &libcni.RuntimeConf{
@@ -160,7 +183,7 @@ func (n *node) addPodIn(podNS ns.NetNS, namespace, name string) (*pod, error) {
 	}
 	var res *current.Result
 	err := n.ns.Do(func(ns.NetNS) error {
-		r, err := n.cni.AddNetworkList(context.Background(), n.list, p.rt)
+		r, err := n.cni.AddNetworkList(context.Background(), list, p.rt)
 		if err != nil {
 			return err
 		}
