@@ -22,21 +22,22 @@ RESPONDER_PID=
 created_pods=()
 
 in_node() { nsenter --net="$NODE_NS" -- "$@"; }
+# cnitool, run on the node as the runtime would run the conflist. CNI_ARGS
+# and CAP_ARGS (pod identity and annotations) come from the caller.
 cnitool_node() {
-  in_node env CNI_PATH="$BIN:$CNI_PLUGINS_DIR" NETCONFPATH="$WORK/net.d" "$@" "$CNI_PLUGINS_DIR/cnitool"
+  in_node env CNI_PATH="$BIN:$CNI_PLUGINS_DIR" NETCONFPATH="$WORK/net.d" "$CNI_PLUGINS_DIR/cnitool" "$@"
 }
 
 cleanup() {
   set +e
   for p in "${created_pods[@]}"; do
-    CNI_ARGS="IgnoreUnknown=1" cnitool_node_del "$p" >/dev/null 2>&1
+    CNI_ARGS="IgnoreUnknown=1" cnitool_node del metabind-demo "/run/netns/$p" >/dev/null 2>&1
     ip netns del "$p" 2>/dev/null
   done
   [ -n "$RESPONDER_PID" ] && kill "$RESPONDER_PID" 2>/dev/null && wait "$RESPONDER_PID" 2>/dev/null
   ip netns del "$NODE" 2>/dev/null
   rm -rf "$WORK"
 }
-cnitool_node_del() { in_node env CNI_PATH="$BIN:$CNI_PLUGINS_DIR" NETCONFPATH="$WORK/net.d" "$CNI_PLUGINS_DIR/cnitool" del metabind-demo "/run/netns/$1"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 

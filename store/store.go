@@ -56,7 +56,21 @@ func Open(dir string, timeout time.Duration) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", DBPath(dir), err)
 	}
 	s := &Store{dir: dir, db: db, gate: g}
-	if err := db.Update(initSchema); err != nil {
+	// Every bbolt commit costs an fsync, so the schema is only written when
+	// the store is new; otherwise it is checked in a read transaction.
+	ready := false
+	err = db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if meta == nil || tx.Bucket(bucketBindings) == nil || tx.Bucket(bucketAttachments) == nil {
+			return nil
+		}
+		ready = true
+		return checkSchema(meta.Get(keySchema))
+	})
+	if err == nil && !ready {
+		err = db.Update(initSchema)
+	}
+	if err != nil {
 		s.Close()
 		return nil, err
 	}

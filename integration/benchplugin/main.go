@@ -1,0 +1,150 @@
+// Command benchplugin measures what metabind adds to pod set-up and
+// teardown: ADD and DEL through libcni for ptp + host-local alone and for
+// ptp + host-local + metabind, alternating pod by pod in one throwaway node
+// netns so both see the same machine at the same moment. `make bench` runs
+// it as root.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/containernetworking/plugins/pkg/testutils"
+)
+
+func main() {
+	pods := flag.Int("pods", 50, "pods per chain")
+	binDir := flag.String("bin", "bin", "directory with the metabind binary")
+	cniDir := flag.String("cni", ".cache/cni/bin", "directory with the reference CNI plugins")
+	flag.Parse()
+	if err := run(*pods, *binDir, *cniDir); err != nil {
+		fmt.Fprintln(os.Stderr, "benchplugin:", err)
+		os.Exit(1)
+	}
+}
+
+type chainRun struct {
+	name     string
+	list     *libcni.NetworkConfigList
+	add, del []time.Duration
+}
+
+func run(pods int, binDir, cniDir string) error {
+	binDir, _ = filepath.Abs(binDir)
+	cniDir, _ = filepath.Abs(cniDir)
+	dir, err := os.MkdirTemp("", "metabind-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	node, err := testutils.NewNS()
+	if err != nil {
+		return err
+	}
+	defer testutils.UnmountNS(node)
+	defer node.Close()
+
+	ptp := func(subnet string) string {
+		return fmt.Sprintf(`{"type": "ptp", "ipMasq": false, "ipam": {"type": "host-local", "dataDir": %q,
+			"ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}}`, filepath.Join(dir, "ipam"), subnet)
+	}
+	metabind := fmt.Sprintf(`{"type": "metabind", "stateDir": %q, "logFile": %q, "capabilities": {"io.kubernetes.cri.pod-annotations": true}}`,
+		filepath.Join(dir, "state"), filepath.Join(dir, "cni.log"))
+	chains := []*chainRun{
+		{name: "ptp+host-local", list: mustList("plain", ptp("10.195.0.0/20"))},
+		{name: "ptp+host-local+metabind", list: mustList("metabind", ptp("10.195.16.0/20"), metabind)},
+	}
+	cni := libcni.NewCNIConfigWithCacheDir([]string{binDir, cniDir}, filepath.Join(dir, "cache"), nil)
+
+	// One warm-up pod per chain creates chains and caches, as on a node that
+	// already runs pods.
+	for round := -1; round < pods; round++ {
+		for _, c := range chains {
+			a, d, err := addDel(cni, node, c.list, round)
+			if err != nil {
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			if round >= 0 {
+				c.add = append(c.add, a)
+				c.del = append(c.del, d)
+			}
+		}
+	}
+	base, mb := chains[0], chains[1]
+	fmt.Printf("CNI ADD/DEL through libcni, %d pods per chain, alternating, one node netns\n\n", pods)
+	fmt.Printf("%-26s %10s %10s %10s %10s\n", "chain", "ADD p50", "ADD p95", "DEL p50", "DEL p95")
+	for _, c := range chains {
+		fmt.Printf("%-26s %10s %10s %10s %10s\n", c.name, ms(pct(c.add, 50)), ms(pct(c.add, 95)), ms(pct(c.del, 50)), ms(pct(c.del, 95)))
+	}
+	fmt.Printf("%-26s %10s %10s %10s %10s\n", "metabind adds (p50 diff)",
+		ms(pct(mb.add, 50)-pct(base.add, 50)), "", ms(pct(mb.del, 50)-pct(base.del, 50)), "")
+	return nil
+}
+
+func mustList(name string, plugins ...string) *libcni.NetworkConfigList {
+	js := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": %q, "plugins": [`, name)
+	for i, p := range plugins {
+		if i > 0 {
+			js += ","
+		}
+		js += p
+	}
+	list, err := libcni.ConfListFromBytes([]byte(js + "]}"))
+	if err != nil {
+		panic(err)
+	}
+	return list
+}
+
+// addDel creates one pod netns, runs ADD then DEL on the node and times each.
+func addDel(cni *libcni.CNIConfig, node ns.NetNS, list *libcni.NetworkConfigList, i int) (add, del time.Duration, err error) {
+	podNS, err := testutils.NewNS()
+	if err != nil {
+		return 0, 0, err
+	}
+	defer testutils.UnmountNS(podNS)
+	defer podNS.Close()
+	b := make([]byte, 32)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: podNS.Path(), IfName: "eth0", Args: [][2]string{
+		{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "bench"}, {"K8S_POD_NAME", fmt.Sprintf("pod-%d", i)},
+		{"K8S_POD_UID", id[:16]}, {"K8S_POD_INFRA_CONTAINER_ID", id},
+	}}
+	err = node.Do(func(ns.NetNS) error {
+		start := time.Now()
+		if _, err := cni.AddNetworkList(context.Background(), list, rt); err != nil {
+			return fmt.Errorf("ADD: %w", err)
+		}
+		add = time.Since(start)
+		start = time.Now()
+		if err := cni.DelNetworkList(context.Background(), list, rt); err != nil {
+			return fmt.Errorf("DEL: %w", err)
+		}
+		del = time.Since(start)
+		return nil
+	})
+	return add, del, err
+}
+
+func pct(d []time.Duration, p int) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[(len(s)-1)*p/100]
+}
+
+func ms(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000)
+}
