@@ -154,7 +154,9 @@ func TestCorruptRecordIsAnError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketBindings).Put([]byte("10.0.0.9"), []byte(`{"ip":"10.0.0.8"}`)) })
+	db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBindings).Put([]byte("10.0.0.9"), []byte(`{"ip":"10.0.0.8"}`))
+	})
 	db.Close()
 	if _, err := ReadAll(dir, time.Second); err == nil {
 		t.Fatal("a record whose IP differs from its key was accepted")
