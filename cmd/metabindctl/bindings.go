@@ -20,7 +20,8 @@ func runBindings(stateDir string, argv []string, stdout, stderr io.Writer) error
 	fs := flag.NewFlagSet("bindings "+verb, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	output := fs.String("o", "table", "output format: table or json")
-	if err := fs.Parse(argv[1:]); err != nil {
+	positional, err := parseInterleaved(fs, argv[1:])
+	if err != nil {
 		return errUsage
 	}
 	if *output != "table" && *output != "json" {
@@ -29,14 +30,14 @@ func runBindings(stateDir string, argv []string, stdout, stderr io.Writer) error
 	var want netip.Addr
 	switch verb {
 	case "list":
-		if fs.NArg() != 0 {
-			return fmt.Errorf("bindings list takes no arguments, got %q", fs.Args())
+		if len(positional) != 0 {
+			return fmt.Errorf("bindings list takes no arguments, got %q", positional)
 		}
 	case "get":
-		if fs.NArg() != 1 {
+		if len(positional) != 1 {
 			return fmt.Errorf("bindings get takes one IP")
 		}
-		ip, err := netip.ParseAddr(fs.Arg(0))
+		ip, err := netip.ParseAddr(positional[0])
 		if err != nil {
 			return fmt.Errorf("bindings get: %w", err)
 		}
@@ -113,5 +114,22 @@ func age(d time.Duration) string {
 		return fmt.Sprintf("%dh", int(d.Hours()))
 	default:
 		return fmt.Sprintf("%dd", int(d.Hours()/24))
+	}
+}
+
+// parseInterleaved parses flags wherever they stand ("get IP -o json" as
+// well as "get -o json IP"), as kubectl users expect, and returns the
+// positional arguments.
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return positional, nil
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
 }
