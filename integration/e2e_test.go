@@ -92,6 +92,12 @@ func testEndToEnd(t *testing.T, c chain) {
 		}
 	}
 
+	// Bypassing the redirect: a bound pod calling the responder's own
+	// address gets no answer at all (only DNATed connections reach it).
+	if code, body, err := get(nsHTTPClient(api.ns, nil), "http://"+responderAddr+"/computeMetadata/v1/instance/service-accounts/default/email"); err == nil {
+		t.Errorf("direct call to the responder was answered: %d %q", code, body)
+	}
+
 	// A pod with no binding at all (created before metabind was installed)
 	// has a working route to the node's metadata server and is still
 	// turned away: only a binding opens the redirect.

@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"errors"
+	"net/netip"
 
 	"github.com/containernetworking/cni/pkg/skel"
 
@@ -15,89 +16,58 @@ var errNoPrevResult = errors.New("metabind is a chained plugin and needs prevRes
 
 // Add binds the pod's IPs on CNI_IFNAME to its identity and redirects its
 // metadata traffic from its veth. It passes prevResult through unchanged.
+//
+// Order matters. The bindings are committed first, in one short store
+// transaction; only then does the redirect open. So the responder never
+// sees a pod's traffic before its binding exists (a handed-over IP is never
+// answered with the previous owner's identity), the store's lock is never
+// held across iptables, and a failure at any step leaves at worst a binding
+// with no redirect: a pod that is turned away, never one that is answered
+// wrongly. A failed ADD takes back what it did.
 func (p *Plugin) Add(args *skel.CmdArgs) error {
 	return p.run("ADD", args, p.add)
 }
 
 func (p *Plugin) add(c *call) error {
+	if c.conf.ResultErr != nil {
+		return c.conf.ResultErr
+	}
 	if c.conf.Result == nil {
 		return errNoPrevResult
 	}
 	ips := podIPs(c.conf.Result, c.args.IfName)
 	if len(ips) == 0 {
-		c.log.Warn("no IPv4 address on the pod interface in prevResult; nothing to bind")
+		c.note("bound", 0, "reason", "no IPv4 address on the pod interface in prevResult")
 		return printResult(c)
 	}
 	if c.pod.K8S_POD_NAME == "" {
-		c.log.Warn("CNI_ARGS carry no K8S_POD_NAME; the binding has no pod identity and will match no identity rule")
+		c.note("warning", "CNI_ARGS carry no K8S_POD_NAME: the binding matches no identity rule")
 	}
 	side, err := findHostSide(c.conf.Result, c.args.IfName, c.args.Netns)
 	if err != nil {
 		return err
 	}
-
-	st, err := p.openStore(c)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	rd, err := p.NewRedirect(c.conf.Metadata, c.conf.Responder)
 	if err != nil {
 		return err
 	}
-
-	created := p.Now().UTC()
-	want := make([]store.Binding, len(ips))
-	for i, ip := range ips {
-		want[i] = store.Binding{
-			IP:               ip,
-			ContainerID:      c.args.ContainerID,
-			IfName:           c.args.IfName,
-			NetNS:            c.args.Netns,
-			HostInterface:    side.Name,
-			Bridged:          side.Bridged,
-			Namespace:        string(c.pod.K8S_POD_NAMESPACE),
-			Pod:              string(c.pod.K8S_POD_NAME),
-			PodUID:           string(c.pod.K8S_POD_UID),
-			InfraContainerID: string(c.pod.K8S_POD_INFRA_CONTAINER_ID),
-			Annotations:      c.conf.RuntimeConfig.PodAnnotations,
-			Created:          created,
-		}
+	baseOK, err := rd.BaseInstalled()
+	if err != nil {
+		return err
 	}
+	want := p.bindings(c, ips, side)
 
-	// Everything happens inside one store transaction: if any step fails
-	// the bindings roll back and the rules this ADD added are taken out
-	// again, so a failed ADD leaves the node as it found it.
-	var added []redirect.Rule
-	err = st.Update(func(tx *store.Tx) error {
-		if err := rd.EnsureBase(); err != nil {
-			return err
-		}
-		// New rules first, so the pod is never without its redirect.
-		for _, b := range want {
-			fresh, err := rd.Add(ruleOf(b))
-			if err != nil {
-				return err
-			}
-			if fresh {
-				added = append(added, ruleOf(b))
-			}
-		}
-		// Then the rules this ADD supersedes: an IP that IPAM handed over
-		// from another container, or one this attachment no longer has.
-		for _, b := range want {
-			old, ok, err := tx.Get(b.IP)
-			if err != nil {
-				return err
-			}
-			if !ok || ruleOf(old) == ruleOf(b) {
-				continue
-			}
-			if old.Attachment() != b.Attachment() {
-				c.log.Warn("IP was still bound to another container; replacing its binding",
-					"ip", b.IP, "previousContainerID", old.ContainerID, "previousPod", old.Namespace+"/"+old.Pod)
-			}
-			if err := rd.Remove(ruleOf(old)); err != nil {
+	// 1. The bindings, in one transaction.
+	var (
+		superseded []store.Binding         // their rules go once the new ones are in
+		hadRule    = map[netip.Addr]bool{} // a retried ADD: the rule may be there already
+		replaced   []string
+	)
+	err = p.update(c, func(tx *store.Tx) error {
+		if !baseOK {
+			// The first ADD on a node; under the lock so that two first
+			// ADDs do not both insert the jumps.
+			if err := rd.EnsureBase(); err != nil {
 				return err
 			}
 		}
@@ -106,17 +76,28 @@ func (p *Plugin) add(c *call) error {
 			return err
 		}
 		for _, old := range prior {
-			if contains(ips, old.IP) {
-				continue
-			}
-			if err := rd.Remove(ruleOf(old)); err != nil {
-				return err
-			}
-			if err := tx.Delete(old.IP); err != nil {
-				return err
+			if !contains(ips, old.IP) {
+				superseded = append(superseded, old)
+				if err := tx.Delete(old.IP); err != nil {
+					return err
+				}
 			}
 		}
 		for _, b := range want {
+			old, ok, err := tx.Get(b.IP)
+			if err != nil {
+				return err
+			}
+			switch {
+			case ok && ruleOf(old) == ruleOf(b):
+				hadRule[b.IP] = true
+			case ok:
+				superseded = append(superseded, old)
+				if old.Attachment() != b.Attachment() {
+					// IPAM handed the IP over while the store still bound it.
+					replaced = append(replaced, b.IP.String()+" from "+old.Namespace+"/"+old.Pod+" ("+old.ContainerID+")")
+				}
+			}
 			if err := tx.Put(b); err != nil {
 				return err
 			}
@@ -124,13 +105,95 @@ func (p *Plugin) add(c *call) error {
 		return nil
 	})
 	if err != nil {
-		for _, r := range added {
-			if rerr := rd.Remove(r); rerr != nil {
-				c.log.Error("could not take back a rule of the failed ADD", "ip", r.IP, "error", rerr)
-			}
-		}
 		return err
 	}
-	c.log.Info("bound", "ips", ips, "hostInterface", side.Name, "bridged", side.Bridged, "podUID", c.pod.K8S_POD_UID)
+	if len(replaced) > 0 {
+		c.note("warning", "IPs were still bound to other containers; their bindings were replaced", "replaced", replaced)
+	}
+
+	// 2. The redirect: the new rules, then away with the ones they replace.
+	var added []redirect.Rule
+	err = func() error {
+		for _, b := range want {
+			r := ruleOf(b)
+			if hadRule[b.IP] {
+				fresh, err := rd.Add(r)
+				if fresh {
+					added = append(added, r)
+				}
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			if err := rd.Append(r); err != nil {
+				return err
+			}
+			added = append(added, r)
+		}
+		for _, old := range superseded {
+			if err := rd.Remove(ruleOf(old)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}()
+	if err != nil {
+		p.takeBack(c, want, rd, added)
+		return err
+	}
+	c.note("ips", ips, "hostInterface", side.Name, "bridged", side.Bridged, "podUID", c.pod.K8S_POD_UID)
 	return printResult(c)
+}
+
+// bindings are the records an ADD writes, one per IP.
+func (p *Plugin) bindings(c *call, ips []netip.Addr, side hostSide) []store.Binding {
+	created := p.Now().UTC()
+	out := make([]store.Binding, len(ips))
+	for i, ip := range ips {
+		out[i] = store.Binding{
+			IP:               ip,
+			ContainerID:      c.args.ContainerID,
+			IfName:           c.args.IfName,
+			NetNS:            c.args.Netns,
+			HostInterface:    side.Name,
+			Bridged:          side.Bridged,
+			Responder:        c.conf.Responder,
+			Namespace:        string(c.pod.K8S_POD_NAMESPACE),
+			Pod:              string(c.pod.K8S_POD_NAME),
+			PodUID:           string(c.pod.K8S_POD_UID),
+			InfraContainerID: string(c.pod.K8S_POD_INFRA_CONTAINER_ID),
+			Annotations:      c.conf.RuntimeConfig.PodAnnotations,
+			Created:          created,
+		}
+	}
+	return out
+}
+
+// takeBack undoes a failed ADD: its bindings (where this attachment still
+// holds them) and the rules it added. Failures are logged; the runtime's
+// DEL after a failed ADD cleans up what is left.
+func (p *Plugin) takeBack(c *call, want []store.Binding, rd *redirect.Redirect, added []redirect.Rule) {
+	err := p.update(c, func(tx *store.Tx) error {
+		for _, b := range want {
+			cur, ok, err := tx.Get(b.IP)
+			if err != nil {
+				return err
+			}
+			if ok && cur.Attachment() == b.Attachment() {
+				if err := tx.Delete(b.IP); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		c.note("takeBackBindingsError", err.Error())
+	}
+	for _, r := range added {
+		if err := rd.Remove(r); err != nil {
+			c.note("takeBackRuleError", err.Error())
+		}
+	}
 }

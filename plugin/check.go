@@ -16,6 +16,9 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 }
 
 func (p *Plugin) check(c *call) error {
+	if c.conf.ResultErr != nil {
+		return c.conf.ResultErr
+	}
 	if c.conf.Result == nil {
 		return errNoPrevResult
 	}
@@ -27,13 +30,8 @@ func (p *Plugin) check(c *call) error {
 	if err != nil {
 		return err
 	}
-	st, err := p.openStore(c)
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	var bindings []store.Binding
-	if err := st.View(func(tx *store.Tx) (err error) {
+	if err := store.Read(c.conf.StateDir, p.LockTimeout, func(tx *store.Tx) (err error) {
 		bindings, err = tx.ByAttachment(c.attachment())
 		return err
 	}); err != nil {

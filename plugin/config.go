@@ -42,6 +42,9 @@ type NetConf struct {
 	Metadata  netip.AddrPort  `json:"-"`
 	Responder netip.AddrPort  `json:"-"`
 	Result    *current.Result `json:"-"` // prevResult, when the runtime sent one
+	// ResultErr is why prevResult could not be read. ADD and CHECK refuse
+	// it; DEL, which needs no prevResult, goes on without.
+	ResultErr error `json:"-"`
 }
 
 // ParseConfig reads the netconf from stdin bytes, fills in defaults and
@@ -68,12 +71,7 @@ func ParseConfig(stdin []byte) (*NetConf, error) {
 		return nil, fmt.Errorf("netconf responderAddress %q: must differ from metadataAddress", conf.ResponderAddress)
 	}
 	if conf.RawPrevResult != nil {
-		if err := version.ParsePrevResult(&conf.NetConf); err != nil {
-			return nil, fmt.Errorf("netconf prevResult: %w", err)
-		}
-		if conf.Result, err = current.NewResultFromResult(conf.PrevResult); err != nil {
-			return nil, fmt.Errorf("netconf prevResult: %w", err)
-		}
+		conf.Result, conf.ResultErr = parsePrevResult(&conf.NetConf)
 	}
 	return conf, nil
 }
@@ -106,4 +104,15 @@ func parseAddress(key, value string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("netconf %s %q: port must not be 0", key, value)
 	}
 	return ap, nil
+}
+
+func parsePrevResult(nc *types.NetConf) (*current.Result, error) {
+	if err := version.ParsePrevResult(nc); err != nil {
+		return nil, fmt.Errorf("netconf prevResult: %w", err)
+	}
+	r, err := current.NewResultFromResult(nc.PrevResult)
+	if err != nil {
+		return nil, fmt.Errorf("netconf prevResult: %w", err)
+	}
+	return r, nil
 }

@@ -57,7 +57,6 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{`{"responderAddress":"169.254.169.252:0"}`, "responderAddress"},
 		{`{"responderAddress":"169.254.169.254:80"}`, "responderAddress"},
 		{`{"stateDir": 5}`, "stateDir"},
-		{`{"prevResult": {"cniVersion":"1.1.0","ips":[{"address":"banana"}]}}`, "prevResult"},
 		{`{not json`, "parse netconf"},
 	} {
 		_, err := ParseConfig([]byte(`{"cniVersion":"1.1.0","name":"n","type":"metabind",` + strings.TrimPrefix(tc.conf, "{")))
@@ -87,5 +86,15 @@ func TestParseArgs(t *testing.T) {
 	}
 	if _, err := ParseArgs("K8S_POD_NAME"); err == nil || !strings.Contains(err.Error(), "CNI_ARGS") {
 		t.Fatalf("malformed args: %v", err)
+	}
+}
+
+func TestBadPrevResultIsKeptForADDToRefuse(t *testing.T) {
+	conf, err := ParseConfig([]byte(`{"cniVersion":"1.1.0","name":"n","type":"metabind","prevResult":{"cniVersion":"1.1.0","ips":[{"address":"banana"}]}}`))
+	if err != nil {
+		t.Fatalf("a bad prevResult must not fail DEL's parse: %v", err)
+	}
+	if conf.Result != nil || conf.ResultErr == nil || !strings.Contains(conf.ResultErr.Error(), "prevResult") {
+		t.Fatalf("Result %v, ResultErr %v", conf.Result, conf.ResultErr)
 	}
 }

@@ -9,49 +9,67 @@ import (
 // Del removes the bindings and rules of CNI_CONTAINERID + CNI_IFNAME. It is
 // idempotent and needs neither prevResult nor the netns: containerd sends a
 // second DEL at sandbox removal with both empty.
+//
+// The bindings go first, in one short transaction, then the rules: between
+// the two the pod's traffic still reaches the responder, which no longer
+// knows the IP and answers 404.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
 	return p.run("DEL", args, p.del)
 }
 
 func (p *Plugin) del(c *call) error {
-	st, err := p.openStore(c)
+	st, err := store.Open(c.conf.StateDir, p.LockTimeout)
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	removed := 0
-	err = st.Update(func(tx *store.Tx) error {
-		bindings, err := tx.ByAttachment(c.attachment())
-		if err != nil {
-			return err
-		}
-		if len(bindings) == 0 && c.args.Netns == "" {
-			return nil // the sandbox is gone and so is everything we had
-		}
-		rd, err := p.NewRedirect(c.conf.Metadata, c.conf.Responder)
-		if err != nil {
-			return err
-		}
-		if len(bindings) == 0 {
-			// Nothing recorded, but an ADD that died between its rule and
-			// its commit may have left a rule: find it by its comment.
-			removed, err = rd.RemoveByComment(c.args.ContainerID, c.args.IfName)
-			return err
-		}
-		for _, b := range bindings {
-			if err := rd.Remove(ruleOf(b)); err != nil {
-				return err
-			}
-			if err := tx.Delete(b.IP); err != nil {
-				return err
-			}
-			removed++
-		}
-		return nil
+	var bindings []store.Binding
+	err = st.View(func(tx *store.Tx) (err error) {
+		bindings, err = tx.ByAttachment(c.attachment())
+		return err
 	})
+	if err == nil && len(bindings) > 0 {
+		// Only a DEL that removes something commits (an fsync, and a reload
+		// for the responder).
+		err = st.Update(func(tx *store.Tx) (err error) {
+			if bindings, err = tx.ByAttachment(c.attachment()); err != nil {
+				return err
+			}
+			for _, b := range bindings {
+				if err := tx.Delete(b.IP); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return err
 	}
-	c.log.Info("unbound", "removed", removed)
+
+	if len(bindings) == 0 && c.args.Netns == "" {
+		c.note("removed", 0) // the sandbox is gone and so is everything we had
+		return nil
+	}
+	rd, err := p.NewRedirect(c.conf.Metadata, c.conf.Responder)
+	if err != nil {
+		return err
+	}
+	if len(bindings) == 0 {
+		// Nothing recorded, but an ADD that died between its commit and
+		// its rule, or lost state, may have left a rule: find it by its
+		// comment.
+		n, err := rd.RemoveByComment(c.args.ContainerID, c.args.IfName)
+		c.note("removed", 0, "rulesFoundByComment", n)
+		return err
+	}
+	for _, b := range bindings {
+		if err := rd.Remove(ruleOf(b)); err != nil {
+			return err
+		}
+	}
+	c.note("removed", len(bindings))
 	return nil
 }

@@ -64,10 +64,12 @@ func peerOf(ifName, netnsPath string) (netlink.Link, error) {
 	if podLink.Type() != "veth" {
 		return nil, fmt.Errorf("%s in %q is a %s, not a veth", ifName, netnsPath, podLink.Type())
 	}
-	// For a veth, IFLA_LINK is the peer's index in the peer's netns.
+	// For a veth, IFLA_LINK is the peer's index in the peer's netns. An
+	// index alone could name an unrelated veth here (indexes are per
+	// netns), so the candidate must point back at the pod's interface.
 	peer, err := netlink.LinkByIndex(podLink.Attrs().ParentIndex)
-	if err != nil || peer.Type() != "veth" {
-		return nil, fmt.Errorf("peer of %s (index %d) is not a veth on this node: %v", ifName, podLink.Attrs().ParentIndex, err)
+	if err != nil || peer.Type() != "veth" || peer.Attrs().ParentIndex != podLink.Attrs().Index {
+		return nil, fmt.Errorf("the peer of %s (index %d) is not a veth on this node: %v", ifName, podLink.Attrs().ParentIndex, err)
 	}
 	return peer, nil
 }

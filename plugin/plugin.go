@@ -47,7 +47,12 @@ type call struct {
 	conf *NetConf
 	pod  PodArgs
 	log  *slog.Logger
+	// attrs are what the verb did, for its one log line.
+	attrs []any
 }
+
+// note adds key/value pairs to the verb's log line.
+func (c *call) note(kv ...any) { c.attrs = append(c.attrs, kv...) }
 
 func (c *call) attachment() store.Attachment {
 	return store.Attachment{ContainerID: c.args.ContainerID, IfName: c.args.IfName}
@@ -68,8 +73,9 @@ func (p *Plugin) run(verb string, args *skel.CmdArgs, fn func(*call) error) erro
 	log, closer := openLog(conf.LogFile, args)
 	defer closer.Close()
 	log = log.With("pod", string(pod.K8S_POD_NAMESPACE)+"/"+string(pod.K8S_POD_NAME))
-	err = fn(&call{args: args, conf: conf, pod: pod, log: log})
-	attrs := []any{"verb", verb, "ms", float64(time.Since(start).Microseconds()) / 1000}
+	c := &call{args: args, conf: conf, pod: pod, log: log}
+	err = fn(c)
+	attrs := append([]any{"verb", verb, "ms", float64(time.Since(start).Microseconds()) / 1000}, c.attrs...)
 	if err != nil {
 		log.Error("metabind "+verb+" failed", append(attrs, "error", err)...)
 		if errors.Is(err, store.ErrBusy) {
@@ -81,9 +87,15 @@ func (p *Plugin) run(verb string, args *skel.CmdArgs, fn func(*call) error) erro
 	return nil
 }
 
-// openStore takes the binding store for one verb.
-func (p *Plugin) openStore(c *call) (*store.Store, error) {
-	return store.Open(c.conf.StateDir, p.LockTimeout)
+// update runs fn in one store transaction and releases the store at once:
+// the lock is held for the transaction alone, never across iptables.
+func (p *Plugin) update(c *call, fn func(*store.Tx) error) error {
+	st, err := store.Open(c.conf.StateDir, p.LockTimeout)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	return st.Update(fn)
 }
 
 // ruleOf is the redirect that stands for a binding.
@@ -92,6 +104,7 @@ func ruleOf(b store.Binding) redirect.Rule {
 		HostInterface: b.HostInterface,
 		Bridged:       b.Bridged,
 		IP:            b.IP,
+		Responder:     b.Responder,
 		ContainerID:   b.ContainerID,
 		IfName:        b.IfName,
 	}

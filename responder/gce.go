@@ -113,23 +113,21 @@ type (
 	}
 )
 
-// view is the metadata one kind of caller sees, keyed by path without
-// trailing slash: one view per identity rule, and one for bound callers
-// that no rule matches.
+// view is the metadata the callers of one identity rule see, keyed by path
+// without trailing slash. Callers that no rule matches see nothing (404).
 type view struct {
 	entries map[string]*entry
-	rule    *IdentityRule // nil: no identity
+	rule    *IdentityRule
 	email   string
 }
 
 // site is every view, built once from the config.
 type site struct {
-	noIdentity *view
-	byRule     []*view
+	byRule []*view
 }
 
 func newSite(cfg *Config) *site {
-	s := &site{noIdentity: newView(cfg, nil)}
+	s := &site{}
 	for i := range cfg.Identities {
 		s.byRule = append(s.byRule, newView(cfg, &cfg.Identities[i]))
 	}
@@ -156,27 +154,24 @@ func newView(cfg *Config, rule *IdentityRule) *view {
 	e[v1Path+"/instance/id"] = scalar(strconv.FormatUint(instance.ID, 10), instance.ID)
 	e[v1Path+"/instance/name"] = scalar(instance.Name, instance.Name)
 	e[v1Path+"/instance/zone"] = scalar(instance.Zone, instance.Zone)
-	instanceNames := []string{"hostname", "id", "name", "zone"}
+	instanceNames := []string{"hostname", "id", "name", "service-accounts/", "zone"}
 
-	if rule != nil {
-		v.email = cfg.AccountEmail(rule)
-		acct := accountTree{Aliases: []string{defaultAccount}, Email: v.email, Scopes: rule.Scopes}
-		instance.ServiceAccounts[defaultAccount] = acct
-		instance.ServiceAccounts[v.email] = acct
-		instanceNames = []string{"hostname", "id", "name", "service-accounts/", "zone"}
+	v.email = cfg.AccountEmail(rule)
+	acct := accountTree{Aliases: []string{defaultAccount}, Email: v.email, Scopes: rule.Scopes}
+	instance.ServiceAccounts[defaultAccount] = acct
+	instance.ServiceAccounts[v.email] = acct
 
-		e[serviceAccountsPath] = directory([]string{defaultAccount + "/", v.email + "/"}, instance.ServiceAccounts)
-		acctDir := directory([]string{"aliases", "email", "identity", "scopes", "token"}, acct)
-		email := scalar(v.email, v.email)
-		aliases := scalar(strings.Join(acct.Aliases, "\n"), acct.Aliases)
-		scopes := scalar(strings.Join(acct.Scopes, "\n"), acct.Scopes)
-		for _, name := range []string{defaultAccount, v.email} {
-			p := serviceAccountsPath + "/" + name
-			e[p] = acctDir
-			e[p+"/email"] = email
-			e[p+"/aliases"] = aliases
-			e[p+"/scopes"] = scopes
-		}
+	e[serviceAccountsPath] = directory([]string{defaultAccount + "/", v.email + "/"}, instance.ServiceAccounts)
+	acctDir := directory([]string{"aliases", "email", "identity", "scopes", "token"}, acct)
+	email := scalar(v.email, v.email)
+	aliases := scalar(strings.Join(acct.Aliases, "\n"), acct.Aliases)
+	scopes := scalar(strings.Join(acct.Scopes, "\n"), acct.Scopes)
+	for _, name := range []string{defaultAccount, v.email} {
+		p := serviceAccountsPath + "/" + name
+		e[p] = acctDir
+		e[p+"/email"] = email
+		e[p+"/aliases"] = aliases
+		e[p+"/scopes"] = scopes
 	}
 	e[v1Path+"/instance"] = directory(instanceNames, instance)
 
@@ -186,12 +181,10 @@ func newView(cfg *Config, rule *IdentityRule) *view {
 	return v
 }
 
-// serveMetadata answers a /computeMetadata path for a bound caller.
+// serveMetadata answers a /computeMetadata path for a caller that an
+// identity rule matches.
 func (h *handler) serveMetadata(w *statusWriter, r *http.Request, q url.Values, c *caller) {
-	v := h.site.noIdentity
-	if c.rule >= 0 {
-		v = h.site.byRule[c.rule]
-	}
+	v := h.site.byRule[c.rule]
 	p := r.URL.Path
 	key := strings.TrimSuffix(p, "/")
 	if e := v.entries[key]; e != nil {
@@ -203,7 +196,7 @@ func (h *handler) serveMetadata(w *statusWriter, r *http.Request, q url.Values, 
 		return
 	}
 	rest, ok := strings.CutPrefix(p, serviceAccountsPath+"/")
-	if !ok || v.rule == nil {
+	if !ok {
 		h.notFound(w)
 		return
 	}
@@ -351,6 +344,12 @@ func (h *handler) serveIdentity(w *statusWriter, q url.Values, c *caller, v *vie
 	aud := q.Get("audience")
 	if aud == "" {
 		h.badRequest(w, "non-empty audience parameter required")
+		return
+	}
+	if aud == h.iss.URL() {
+		// That is the access tokens' audience: an ID token must not pass
+		// for one.
+		h.badRequest(w, "audience must not be the issuer URL")
 		return
 	}
 	format := q.Get("format")

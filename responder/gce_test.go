@@ -215,8 +215,8 @@ func TestHandler(t *testing.T) {
 		{name: "no identity identity", target: sa + "/default/identity?audience=a", ip: otherIP, status: 404},
 		{name: "no identity email", target: sa + "/default/email", ip: otherIP, status: 404},
 		{name: "no identity accounts", target: sa + "/", ip: otherIP, status: 404},
-		{name: "no identity project", target: v1 + "/project/project-id", ip: otherIP, status: 200, body: "demo-project"},
-		{name: "no identity instance", target: v1 + "/instance/", ip: otherIP, status: 200, body: "hostname\nid\nname\nzone\n"},
+		{name: "no identity project", target: v1 + "/project/project-id", ip: otherIP, status: 404},
+		{name: "no identity instance", target: v1 + "/instance", ip: otherIP, status: 404},
 		{name: "unbound project", target: v1 + "/project/project-id", ip: unboundIP, status: 404},
 		{name: "unbound instance", target: v1 + "/instance", ip: unboundIP, status: 404},
 		{name: "unbound token", target: sa + "/default/token", ip: unboundIP, status: 404},
@@ -301,10 +301,10 @@ func TestRecursiveRoot(t *testing.T) {
 		t.Errorf("serviceAccounts = %s", in.ServiceAccounts)
 	}
 
-	// A caller without identity sees no accounts.
+	// A caller without identity sees nothing, so SDKs fall back.
 	rec = do(t, h, "GET", "/computeMetadata/v1/instance/?recursive=true", otherIP, flavor)
-	if !strings.Contains(rec.Body.String(), `"serviceAccounts":{}`) {
-		t.Errorf("no-identity instance tree = %s", rec.Body)
+	if rec.Code != 404 {
+		t.Errorf("no-identity instance tree = %d %s", rec.Code, rec.Body)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -78,6 +79,9 @@ func readSigningKey(path string) (*ecdsa.PrivateKey, error) {
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		return nil, fmt.Errorf("signing key %s is readable by other users (mode %04o); fix it with: chmod 600 %s", path, perm, path)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return nil, fmt.Errorf("signing key %s belongs to uid %d, not to this process (uid %d); fix it with: chown %d %s", path, st.Uid, os.Geteuid(), os.Geteuid(), path)
 	}
 	data, err := io.ReadAll(f)
 	if err != nil {

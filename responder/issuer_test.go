@@ -220,3 +220,30 @@ func TestIssuerDocuments(t *testing.T) {
 		t.Error("JWKS holds a private key")
 	}
 }
+
+func TestIdentityRefusesTheIssuerAsAudience(t *testing.T) {
+	h, iss := newTestHandler(t, nil)
+	rec := do(t, h, "GET", "/computeMetadata/v1/instance/service-accounts/default/identity?audience="+iss.URL(), apiIP, flavor)
+	if rec.Code != 400 {
+		t.Fatalf("ID token with the access tokens' audience: %d %s", rec.Code, rec.Body)
+	}
+}
+
+func TestLoadSigningKeyRefusesAnotherOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to chown the key file")
+		}
+		t.Skip("needs root to chown the key file")
+	}
+	path := filepath.Join(t.TempDir(), SigningKeyFile)
+	if _, _, err := LoadSigningKey(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadSigningKey(path); err == nil || !strings.Contains(err.Error(), "chown") {
+		t.Fatalf("a key owned by another user was accepted: %v", err)
+	}
+}

@@ -121,7 +121,7 @@ func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	w := &statusWriter{ResponseWriter: rw}
 	w.Header().Set("Metadata-Flavor", "Google")
-	c := h.identify(r)
+	c := caller{rule: -1}
 	h.serve(w, r, &c)
 	h.logRequest(r, w, &c, time.Since(start))
 }
@@ -170,12 +170,18 @@ func (h *handler) serve(w *statusWriter, r *http.Request, c *caller) {
 		h.badRequest(w, "bad query parameters")
 		return
 	}
+	// Only now, for a well-formed metadata request, is the caller looked
+	// up: the probes, the OIDC documents and refusals never wait on the
+	// store.
+	*c = h.identify(r)
 	if c.err != nil {
 		w.err = c.err
 		h.error(w, http.StatusServiceUnavailable, "binding store unavailable")
 		return
 	}
-	if !c.bound {
+	// No binding, or a binding no identity rule matches: the pod gets
+	// nothing, so SDKs fall back as they would off-cloud.
+	if !c.bound || c.rule < 0 {
 		h.notFound(w)
 		return
 	}
@@ -230,9 +236,10 @@ func (h *handler) logRequest(r *http.Request, w *statusWriter, c *caller, d time
 		status = http.StatusOK
 	}
 	attrs := make([]slog.Attr, 0, 9)
-	attrs = append(attrs, slog.String("caller", r.RemoteAddr))
-	if c.ip.IsValid() {
-		attrs[0] = slog.String("caller", c.ip.String())
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		attrs = append(attrs, slog.String("caller", ap.Addr().Unmap().String()))
+	} else {
+		attrs = append(attrs, slog.String("caller", r.RemoteAddr))
 	}
 	if c.bound {
 		attrs = append(attrs, slog.String("namespace", c.binding.Namespace), slog.String("pod", c.binding.Pod))

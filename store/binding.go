@@ -22,6 +22,9 @@ type Binding struct {
 	NetNS            string            `json:"netns,omitempty"`
 	HostInterface    string            `json:"hostInterface"`
 	Bridged          bool              `json:"bridged,omitempty"` // HostInterface is a bridge port
+	// Responder is where the pod's redirect sends it, recorded so that the
+	// rule can be found again after the netconf changes.
+	Responder        netip.AddrPort    `json:"responder"`
 	Namespace        string            `json:"namespace,omitempty"`
 	Pod              string            `json:"pod,omitempty"`
 	PodUID           string            `json:"podUID,omitempty"`

@@ -8,6 +8,8 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+
+	"golang.org/x/sys/unix"
 )
 
 // The generation file <stateDir>/bindings.gen holds a counter that every
@@ -54,35 +56,54 @@ func bumpGeneration(dir string) error {
 	return nil
 }
 
-// generationReader keeps the generation file open so a check is one pread.
-// It is safe for concurrent use.
+// generation identifies a state of the store: the counter, and the inode of
+// the file holding it, so that a state directory wiped and recreated under a
+// running reader (a reinstall) reads as a change even when the new counter
+// happens to equal the old one.
+type generation struct{ ino, n uint64 }
+
+// generationReader keeps the generation file open so a check is one stat
+// and one pread. It is safe for concurrent use.
 type generationReader struct {
 	path string
-	mu   sync.Mutex // guards opening f
-	f    atomic.Pointer[os.File]
+	mu   sync.Mutex // guards replacing f
+	f    atomic.Pointer[openGeneration]
 }
 
-// read returns the current counter; 0 while no write has happened yet.
-func (g *generationReader) read() (uint64, error) {
-	f := g.f.Load()
-	if f == nil {
+type openGeneration struct {
+	f   *os.File
+	ino uint64
+}
+
+// read returns the current generation; the zero value while no write has
+// happened yet.
+func (g *generationReader) read() (generation, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(g.path, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return generation{}, nil
+		}
+		return generation{}, fmt.Errorf("stat generation %s: %w", g.path, err)
+	}
+	o := g.f.Load()
+	if o == nil || o.ino != st.Ino {
 		var err error
-		if f, err = g.open(); f == nil {
-			return 0, err
+		if o, err = g.open(st.Ino); err != nil || o == nil {
+			return generation{}, err
 		}
 	}
-	n, err := readCounter(f)
+	n, err := readCounter(o.f)
 	if err != nil {
-		return 0, fmt.Errorf("read generation %s: %w", g.path, err)
+		return generation{}, fmt.Errorf("read generation %s: %w", g.path, err)
 	}
-	return n, nil
+	return generation{ino: o.ino, n: n}, nil
 }
 
-func (g *generationReader) open() (*os.File, error) {
+func (g *generationReader) open(ino uint64) (*openGeneration, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if f := g.f.Load(); f != nil {
-		return f, nil
+	if o := g.f.Load(); o != nil && o.ino == ino {
+		return o, nil
 	}
 	f, err := os.Open(g.path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -91,14 +112,22 @@ func (g *generationReader) open() (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open generation %s: %w", g.path, err)
 	}
-	g.f.Store(f)
-	return f, nil
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("stat generation %s: %w", g.path, err)
+	}
+	o := &openGeneration{f: f, ino: st.Ino}
+	// The replaced file is left to the garbage collector's finalizer: a
+	// concurrent read may still be using it.
+	g.f.Store(o)
+	return o, nil
 }
 
 func (g *generationReader) close() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if f := g.f.Swap(nil); f != nil {
-		f.Close()
+	if o := g.f.Swap(nil); o != nil {
+		o.f.Close()
 	}
 }

@@ -115,13 +115,17 @@ func (s *Store) Close() error {
 }
 
 // Update runs fn in one read-write transaction. When fn returns an error
-// nothing is written. After a commit the generation counter is bumped so
-// readers see the change.
+// nothing is written. The generation counter is bumped just before the
+// commit, while the gate is held: a reader that sees the new value waits for
+// the gate and then reads the committed data, and a commit that fails after
+// the bump costs readers one needless reload, never a missed write.
 func (s *Store) Update(fn func(*Tx) error) error {
-	if err := s.db.Update(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) }); err != nil {
-		return err
-	}
-	return bumpGeneration(s.dir)
+	return s.db.Update(func(tx *bolt.Tx) error {
+		if err := fn(&Tx{tx: tx}); err != nil {
+			return err
+		}
+		return bumpGeneration(s.dir)
+	})
 }
 
 // View runs fn in a read-only transaction.
@@ -224,6 +228,19 @@ func (t *Tx) ForEach(fn func(Binding) error) error {
 			return err
 		}
 		return fn(bd)
+	})
+}
+
+// forEachRaw calls fn with every binding record as stored; the slices are
+// only valid inside the transaction.
+func (t *Tx) forEachRaw(fn func(k, v []byte)) error {
+	b := t.tx.Bucket(bucketBindings)
+	if b == nil {
+		return nil
+	}
+	return b.ForEach(func(k, v []byte) error {
+		fn(k, v)
+		return nil
 	})
 }
 

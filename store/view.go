@@ -1,15 +1,16 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"golang.org/x/sync/singleflight"
 )
 
 // ReadAll returns every binding. It holds the store for the one read and
@@ -17,7 +18,7 @@ import (
 // the plugin. A state directory without a database holds no bindings.
 func ReadAll(dir string, timeout time.Duration) ([]Binding, error) {
 	var out []Binding
-	err := read(dir, timeout, func(tx *Tx) error {
+	err := Read(dir, timeout, func(tx *Tx) error {
 		return tx.ForEach(func(b Binding) error {
 			out = append(out, b)
 			return nil
@@ -26,7 +27,9 @@ func ReadAll(dir string, timeout time.Duration) ([]Binding, error) {
 	return out, err
 }
 
-func read(dir string, timeout time.Duration, fn func(*Tx) error) error {
+// Read runs fn in a read-only transaction, holding the store's lock shared
+// for just that long. A state directory without a database runs nothing.
+func Read(dir string, timeout time.Duration, fn func(*Tx) error) error {
 	if _, err := os.Stat(DBPath(dir)); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -61,12 +64,15 @@ type View struct {
 	dir     string
 	timeout time.Duration
 	gen     generationReader
-	mu      sync.Mutex // one reload at a time; concurrent lookups share it
+	flight  singleflight.Group // one reload at a time, shared by its waiters
 	cur     atomic.Pointer[snapshot]
+
+	// OnCorrupt, if set, hears of every record a reload had to skip.
+	OnCorrupt func(key string, err error)
 }
 
 type snapshot struct {
-	gen  uint64
+	gen  generation
 	byIP map[netip.Addr]Binding
 }
 
@@ -106,31 +112,51 @@ func (v *View) current() (*snapshot, error) {
 	return v.reload()
 }
 
+// reload makes a new copy. Concurrent callers share one reload and its
+// result, error included, so a store that stays locked costs each waiting
+// request one bounded wait, not one each in turn.
 func (v *View) reload() (*snapshot, error) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	// Read the counter before the data: a write that lands in between makes
-	// the next Lookup reload again, never the other way round.
-	g, err := v.gen.read()
+	res, err, _ := v.flight.Do("reload", func() (any, error) {
+		// Read the counter before the data: a write that lands in between
+		// makes the next Lookup reload again, never the other way round.
+		g, err := v.gen.read()
+		if err != nil {
+			return nil, err
+		}
+		if snap := v.cur.Load(); snap != nil && snap.gen == g {
+			return snap, nil
+		}
+		// Copy the raw records under the lock and decode after releasing
+		// it: the plugin waits only for the copy.
+		var raw [][2][]byte
+		err = Read(v.dir, v.timeout, func(tx *Tx) error {
+			return tx.forEachRaw(func(k, val []byte) {
+				raw = append(raw, [2][]byte{bytes.Clone(k), bytes.Clone(val)})
+			})
+		})
+		if err != nil {
+			return nil, fmt.Errorf("reload bindings: %w", err)
+		}
+		byIP := make(map[netip.Addr]Binding, len(raw))
+		for _, kv := range raw {
+			b, err := decodeBinding(kv[0], kv[1])
+			if err != nil {
+				// One bad record costs its IP an answer, not the node.
+				if v.OnCorrupt != nil {
+					v.OnCorrupt(string(kv[0]), err)
+				}
+				continue
+			}
+			byIP[b.IP] = b
+		}
+		snap := &snapshot{gen: g, byIP: byIP}
+		v.cur.Store(snap)
+		return snap, nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	if snap := v.cur.Load(); snap != nil && snap.gen == g {
-		return snap, nil // another goroutine reloaded while we waited
-	}
-	byIP := make(map[netip.Addr]Binding)
-	err = read(v.dir, v.timeout, func(tx *Tx) error {
-		return tx.ForEach(func(b Binding) error {
-			byIP[b.IP] = b
-			return nil
-		})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reload bindings: %w", err)
-	}
-	snap := &snapshot{gen: g, byIP: byIP}
-	v.cur.Store(snap)
-	return snap, nil
+	return res.(*snapshot), nil
 }
 
 // Close releases the generation file.

@@ -68,6 +68,9 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 	}
 	view := store.NewView(stateDir, storeTimeout)
 	defer view.Close()
+	view.OnCorrupt = func(key string, err error) {
+		log.Warn("skipping an unreadable binding record; that IP gets 404 until it is rebound", "ip", key, "error", err.Error())
+	}
 	if n, err := view.Len(); err != nil {
 		// Not fatal: every request rereads the store and answers 503 until it
 		// can.

@@ -44,20 +44,28 @@ func NewWithTables(t Tables, metadata, responder netip.AddrPort) *Redirect {
 	return &Redirect{tables: t, metadata: metadata, responder: responder}
 }
 
-// EnsureBase creates the chains and jumps every pod rule relies on. When the
-// jumps are present (every ADD after the first) it costs two checks.
-func (r *Redirect) EnsureBase() error {
+// BaseInstalled is the fast check an ADD makes: two invocations, the nat
+// jump and the filter jump, which EnsureBase installs last and first. CHECK
+// verifies every piece (CheckBase).
+func (r *Redirect) BaseInstalled() (bool, error) {
 	natOK, err := r.exists("nat", "PREROUTING", natJumpSpec(r.metadata))
 	if err != nil {
-		return fmt.Errorf("check nat PREROUTING jump: %w", err)
+		return false, fmt.Errorf("check nat PREROUTING jump: %w", err)
+	}
+	if !natOK {
+		return false, nil
 	}
 	fwdOK, err := r.exists("filter", "FORWARD", forwardJumpSpec(r.metadata))
 	if err != nil {
-		return fmt.Errorf("check filter FORWARD jump: %w", err)
+		return false, fmt.Errorf("check filter FORWARD jump: %w", err)
 	}
-	if natOK && fwdOK {
-		return nil
-	}
+	return fwdOK, nil
+}
+
+// EnsureBase creates the chains, jumps and block rules every pod rule relies
+// on; pieces already there are left alone. Callers serialise it (the
+// plugin holds the store's lock), so two first ADDs do not both insert.
+func (r *Redirect) EnsureBase() error {
 	// Block before redirecting: a jump into an empty DNAT chain is harmless,
 	// an open path to the real metadata server is not.
 	steps := []struct {
@@ -68,6 +76,7 @@ func (r *Redirect) EnsureBase() error {
 		{"filter", FilterChain, blockSpec, false},
 		{"filter", "FORWARD", forwardJumpSpec(r.metadata), true},
 		{"filter", "INPUT", inputJumpSpec(r.metadata), true},
+		{"filter", "INPUT", directSpec(r.responder), true},
 		{"nat", NATChain, nil, false},
 		{"nat", "PREROUTING", natJumpSpec(r.metadata), true},
 	}
@@ -127,6 +136,7 @@ func (r *Redirect) CheckBase() error {
 		{"nat", "PREROUTING", natJumpSpec(r.metadata)},
 		{"filter", "FORWARD", forwardJumpSpec(r.metadata)},
 		{"filter", "INPUT", inputJumpSpec(r.metadata)},
+		{"filter", "INPUT", directSpec(r.responder)},
 		{"filter", FilterChain, blockSpec},
 	} {
 		ok, err := r.exists(s.table, s.chain, s.spec)
@@ -143,16 +153,25 @@ func (r *Redirect) CheckBase() error {
 // Add installs rule unless it is already there (a retried ADD), and reports
 // whether it added it.
 func (r *Redirect) Add(rule Rule) (bool, error) {
-	added, err := r.ensureRule("nat", NATChain, false, rule.Spec(r.responder))
+	added, err := r.ensureRule("nat", NATChain, false, rule.Spec())
 	if err != nil {
 		return false, fmt.Errorf("redirect %s on %s: %w", rule.IP, rule.HostInterface, err)
 	}
 	return added, nil
 }
 
+// Append installs rule without looking for it first: one invocation, for
+// an attachment that had no rule.
+func (r *Redirect) Append(rule Rule) error {
+	if err := r.tables.Append("nat", NATChain, rule.Spec()...); err != nil {
+		return fmt.Errorf("redirect %s on %s: %w", rule.IP, rule.HostInterface, err)
+	}
+	return nil
+}
+
 // Remove deletes rule; a rule that is already gone is not an error.
 func (r *Redirect) Remove(rule Rule) error {
-	err := r.tables.Delete("nat", NATChain, rule.Spec(r.responder)...)
+	err := r.tables.Delete("nat", NATChain, rule.Spec()...)
 	if err == nil || isNotExist(err) {
 		return nil
 	}
@@ -161,7 +180,7 @@ func (r *Redirect) Remove(rule Rule) error {
 
 // Has reports whether rule is installed.
 func (r *Redirect) Has(rule Rule) (bool, error) {
-	return r.exists("nat", NATChain, rule.Spec(r.responder))
+	return r.exists("nat", NATChain, rule.Spec())
 }
 
 // exists checks for a rule. A missing chain, or a jump to a chain that does

@@ -6,12 +6,14 @@
 //	nat METABIND-DNAT  -i VETH -s POD_IP -p tcp  -j DNAT --to RESPONDER   (one rule per pod IP)
 //	                   (bridge port: -m physdev --physdev-in VETH instead of -i)
 //	filter INPUT (! -i lo) and FORWARD  -d META -p tcp --dport P  -j METABIND-BLOCK
+//	filter INPUT (! -i lo)  -d RESPONDER -p tcp --dport RP  ! --ctstate DNAT  -j METABIND-BLOCK
 //	filter METABIND-BLOCK  -j REJECT --reject-with tcp-reset
 //
 // A packet that a pod rule DNATs no longer has the metadata destination when
 // it reaches the filter table, so only unclaimed metadata traffic (an unbound
-// pod, a spoofed source, a pod behind the wrong veth) meets the REJECT. The
-// node's own processes leave through OUTPUT and are never affected.
+// pod, a spoofed source, a pod behind the wrong veth) meets the REJECT, and
+// only DNATed connections reach the responder's own address. The node's own
+// processes leave through OUTPUT and loopback and are never affected.
 package redirect
 
 import (
@@ -32,9 +34,10 @@ const (
 
 // Rule is the redirect of one pod IP arriving on one host interface.
 type Rule struct {
-	HostInterface string     // host side of the pod's veth
-	Bridged       bool       // HostInterface is a bridge port: match it with physdev
-	IP            netip.Addr // the pod's source address
+	HostInterface string         // host side of the pod's veth
+	Bridged       bool           // HostInterface is a bridge port: match it with physdev
+	IP            netip.Addr     // the pod's source address
+	Responder     netip.AddrPort // where its metadata traffic goes
 	ContainerID   string
 	IfName        string
 }
@@ -44,8 +47,9 @@ func Comment(containerID, ifName string) string {
 	return CommentPrefix + containerID + "/" + ifName
 }
 
-// Spec is the rule in NATChain that DNATs r's metadata traffic to responder.
-func (r Rule) Spec(responder netip.AddrPort) []string {
+// Spec is the rule in NATChain that DNATs r's metadata traffic to the
+// responder.
+func (r Rule) Spec() []string {
 	spec := make([]string, 0, 16)
 	if r.Bridged {
 		// On a bridge, -i sees the bridge, not the port the packet came in
@@ -59,7 +63,7 @@ func (r Rule) Spec(responder netip.AddrPort) []string {
 		"-s", prefix(r.IP),
 		"-p", "tcp",
 		"-m", "comment", "--comment", Comment(r.ContainerID, r.IfName),
-		"-j", "DNAT", "--to-destination", responder.String(),
+		"-j", "DNAT", "--to-destination", r.Responder.String(),
 	)
 }
 
@@ -88,6 +92,21 @@ func forwardJumpSpec(metadata netip.AddrPort) []string {
 // sparing loopback so the node's own processes still reach it.
 func inputJumpSpec(metadata netip.AddrPort) []string {
 	return append([]string{"!", "-i", "lo"}, forwardJumpSpec(metadata)...)
+}
+
+// directSpec sends connections to the responder that no pod rule DNATed
+// (a pod calling the responder's own address) to FilterChain: without it a
+// pod that can forge another pod's address at L2 could skip the per-veth
+// check. Loopback (the node itself) is spared.
+func directSpec(responder netip.AddrPort) []string {
+	return []string{
+		"!", "-i", "lo",
+		"-d", prefix(responder.Addr()),
+		"-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(int(responder.Port())),
+		"-m", "conntrack", "!", "--ctstate", "DNAT",
+		"-m", "comment", "--comment", "metabind: only redirected traffic reaches the responder",
+		"-j", FilterChain,
+	}
 }
 
 // blockSpec is FilterChain's only rule. A TCP reset makes clients fail fast

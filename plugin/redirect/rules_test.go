@@ -14,14 +14,14 @@ var (
 )
 
 func TestRuleSpec(t *testing.T) {
-	r := Rule{HostInterface: "veth12", IP: netip.MustParseAddr("10.1.0.5"), ContainerID: "abc", IfName: "eth0"}
+	r := Rule{HostInterface: "veth12", IP: netip.MustParseAddr("10.1.0.5"), Responder: responder, ContainerID: "abc", IfName: "eth0"}
 	want := []string{"-i", "veth12", "-s", "10.1.0.5/32", "-p", "tcp", "-m", "comment", "--comment", "metabind:abc/eth0",
 		"-j", "DNAT", "--to-destination", "169.254.169.252:988"}
-	if got := r.Spec(responder); !reflect.DeepEqual(got, want) {
+	if got := r.Spec(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("ptp rule:\n got %q\nwant %q", got, want)
 	}
 	r.Bridged = true
-	got := r.Spec(responder)
+	got := r.Spec()
 	if !reflect.DeepEqual(got[:4], []string{"-m", "physdev", "--physdev-in", "veth12"}) || contains(got, "-i") {
 		t.Fatalf("bridge port rule must match the port with physdev, not -i: %q", got)
 	}
@@ -36,6 +36,12 @@ func TestJumpsSelectOnlyMetadataTraffic(t *testing.T) {
 	}
 	if in := inputJumpSpec(metadata); !reflect.DeepEqual(in[:3], []string{"!", "-i", "lo"}) {
 		t.Errorf("INPUT jump must spare loopback: %q", in)
+	}
+	direct := strings.Join(directSpec(responder), " ")
+	for _, want := range []string{"! -i lo", "-d 169.254.169.252/32", "--dport 988", "! --ctstate DNAT", "-j " + FilterChain} {
+		if !strings.Contains(direct, want) {
+			t.Errorf("responder guard %q lacks %q", direct, want)
+		}
 	}
 }
 
@@ -111,9 +117,12 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func TestEnsureBaseIsTwoChecksOnceInstalled(t *testing.T) {
+func TestBaseInstalledIsTwoChecks(t *testing.T) {
 	f := newFake()
 	r := NewWithTables(f, metadata, responder)
+	if ok, err := r.BaseInstalled(); err != nil || ok {
+		t.Fatalf("BaseInstalled on an empty node = %v, %v", ok, err)
+	}
 	if err := r.EnsureBase(); err != nil {
 		t.Fatal(err)
 	}
@@ -121,19 +130,28 @@ func TestEnsureBaseIsTwoChecksOnceInstalled(t *testing.T) {
 		t.Fatalf("CheckBase after EnsureBase: %v", err)
 	}
 	f.calls = nil
+	if ok, err := r.BaseInstalled(); err != nil || !ok {
+		t.Fatalf("BaseInstalled = %v, %v", ok, err)
+	}
+	if want := []string{"check PREROUTING", "check FORWARD"}; !reflect.DeepEqual(f.calls, want) {
+		t.Fatalf("BaseInstalled ran %q, want %q", f.calls, want)
+	}
+	f.calls = nil
 	if err := r.EnsureBase(); err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"check PREROUTING", "check FORWARD"}; !reflect.DeepEqual(f.calls, want) {
-		t.Fatalf("second EnsureBase ran %q, want %q", f.calls, want)
+	for _, c := range f.calls {
+		if !strings.HasPrefix(c, "check") && !strings.HasPrefix(c, "new") {
+			t.Fatalf("EnsureBase on an installed base changed something: %q", f.calls)
+		}
 	}
 }
 
 func TestAddRemoveAndRemoveByComment(t *testing.T) {
 	f := newFake()
 	r := NewWithTables(f, metadata, responder)
-	a := Rule{HostInterface: "veth1", IP: netip.MustParseAddr("10.1.0.5"), ContainerID: "abc", IfName: "eth0"}
-	b := Rule{HostInterface: "veth2", IP: netip.MustParseAddr("10.1.0.6"), ContainerID: "abcd", IfName: "eth0"}
+	a := Rule{HostInterface: "veth1", IP: netip.MustParseAddr("10.1.0.5"), Responder: responder, ContainerID: "abc", IfName: "eth0"}
+	b := Rule{HostInterface: "veth2", IP: netip.MustParseAddr("10.1.0.6"), Responder: responder, ContainerID: "abcd", IfName: "eth0"}
 	for _, rule := range []Rule{a, a, b} {
 		if _, err := r.Add(rule); err != nil {
 			t.Fatal(err)
