@@ -29,23 +29,16 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 }
 
 func (p *Plugin) add(c *call) error {
-	if c.conf.ResultErr != nil {
-		return c.conf.ResultErr
+	ips, side, err := podInterface(c)
+	if err != nil {
+		return err
 	}
-	if c.conf.Result == nil {
-		return errNoPrevResult
-	}
-	ips := podIPs(c.conf.Result, c.args.IfName)
 	if len(ips) == 0 {
 		c.note("bound", 0, "reason", "no IPv4 address on the pod interface in prevResult")
 		return printResult(c)
 	}
 	if c.pod.K8S_POD_NAME == "" {
 		c.note("warning", "CNI_ARGS carry no K8S_POD_NAME: the binding matches no identity rule")
-	}
-	side, err := findHostSide(c.conf.Result, c.args.IfName, c.args.Netns)
-	if err != nil {
-		return err
 	}
 	rd, err := p.NewRedirect(c.conf.Metadata, c.conf.Responder)
 	if err != nil {

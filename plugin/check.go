@@ -16,18 +16,8 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 }
 
 func (p *Plugin) check(c *call) error {
-	if c.conf.ResultErr != nil {
-		return c.conf.ResultErr
-	}
-	if c.conf.Result == nil {
-		return errNoPrevResult
-	}
-	ips := podIPs(c.conf.Result, c.args.IfName)
-	if len(ips) == 0 {
-		return nil
-	}
-	side, err := findHostSide(c.conf.Result, c.args.IfName, c.args.Netns)
-	if err != nil {
+	ips, side, err := podInterface(c)
+	if err != nil || len(ips) == 0 {
 		return err
 	}
 	var bindings []store.Binding

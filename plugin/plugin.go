@@ -110,6 +110,24 @@ func ruleOf(b store.Binding) redirect.Rule {
 	}
 }
 
+// podInterface reads what ADD and CHECK need from prevResult: the pod's
+// IPv4 addresses on CNI_IFNAME and the node end of its veth. With no
+// address there is nothing to bind and no error.
+func podInterface(c *call) ([]netip.Addr, hostSide, error) {
+	if c.conf.ResultErr != nil {
+		return nil, hostSide{}, c.conf.ResultErr
+	}
+	if c.conf.Result == nil {
+		return nil, hostSide{}, errNoPrevResult
+	}
+	ips := podIPs(c.conf.Result, c.args.IfName)
+	if len(ips) == 0 {
+		return nil, hostSide{}, nil
+	}
+	side, err := findHostSide(c.conf.Result, c.args.IfName, c.args.Netns)
+	return ips, side, err
+}
+
 // podIPs returns the IPv4 addresses prevResult assigns to ifName in the pod.
 func podIPs(result *current.Result, ifName string) []netip.Addr {
 	var out []netip.Addr
