@@ -120,6 +120,7 @@ type pod struct {
 	ns                   ns.NetNS
 	rt                   *libcni.RuntimeConf
 	ip                   netip.Addr
+	result               *current.Result // what the conflist's ADD returned
 }
 
 func randomID() string {
@@ -193,6 +194,7 @@ func (n *node) addPodWith(list *libcni.NetworkConfigList, podNS ns.NetNS, namesp
 	if err != nil {
 		return nil, err
 	}
+	p.result = res
 	for _, ipc := range res.IPs {
 		if ip, ok := netip.AddrFromSlice(ipc.Address.IP.To4()); ok {
 			p.ip = ip
@@ -239,9 +241,19 @@ func (n *node) natRules(t *testing.T) string {
 	return n.run(t, "iptables", "-t", "nat", "-S", "METABIND-DNAT")
 }
 
+func (n *node) pluginLog() string {
+	b, _ := os.ReadFile(n.logFile)
+	return string(b)
+}
+
+func (n *node) responderLog() string {
+	b, _ := os.ReadFile(filepath.Join(n.dir, "responder.log"))
+	return string(b)
+}
+
 // startResponder runs the real responder binary in the node netns and waits
 // until it answers.
-func (n *node) startResponder(t *testing.T, config string) {
+func (n *node) startResponder(t *testing.T, config string) *exec.Cmd {
 	t.Helper()
 	cfg := filepath.Join(n.dir, "responder.yaml")
 	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
@@ -274,7 +286,7 @@ func (n *node) startResponder(t *testing.T, config string) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return cmd
 			}
 		}
 		if time.Now().After(deadline) {

@@ -42,6 +42,7 @@ type Config struct {
 	Project    ProjectConfig  `json:"project"`
 	Node       NodeConfig     `json:"node"`
 	Issuer     IssuerConfig   `json:"issuer"`
+	Limits     LimitsConfig   `json:"limits,omitempty"`
 	Identities []IdentityRule `json:"identities"`
 }
 
@@ -68,6 +69,31 @@ type IssuerConfig struct {
 	TokenLifetime string `json:"tokenLifetime,omitempty"`
 
 	Lifetime time.Duration `json:"-"` // parsed TokenLifetime
+}
+
+// Per-caller rate limit defaults and bounds. The defaults let an SDK
+// refresh tokens and read metadata freely (a cold start reads a few dozen
+// paths) while one pod cannot keep the responder busy for the others.
+const (
+	DefaultRequestsPerSecond = 50
+	DefaultBurst             = 100
+	MaxRequestsPerSecond     = 10000
+	MaxBurst                 = 100000
+)
+
+// LimitsConfig is the optional limits section: a token bucket per caller
+// IP, applied to /computeMetadata requests once the caller is known
+// (the OIDC documents and / are not limited). A caller over its limit gets
+// 429 with Retry-After.
+//
+//	limits:
+//	  requestsPerSecond: 50   # sustained requests per second per caller IP; > 0 and <= 10000; default 50
+//	  burst: 100              # requests a caller may send at once; 1..100000; default 100
+//
+// An omitted key takes its default, so "limits: {burst: 200}" keeps 50/s.
+type LimitsConfig struct {
+	RequestsPerSecond *float64 `json:"requestsPerSecond,omitempty"`
+	Burst             *int     `json:"burst,omitempty"`
 }
 
 // IdentityRule grants an identity to the pods it matches. Rules are tried
@@ -179,6 +205,9 @@ func (c *Config) complete() error {
 	if err := c.Issuer.complete(); err != nil {
 		return err
 	}
+	if err := c.Limits.complete(); err != nil {
+		return err
+	}
 
 	for i := range c.Identities {
 		if err := c.Identities[i].complete(); err != nil {
@@ -217,6 +246,24 @@ func (ic *IssuerConfig) complete() error {
 	}
 	if ic.Lifetime < MinTokenLifetime || ic.Lifetime > MaxTokenLifetime {
 		return fmt.Errorf("issuer.tokenLifetime: %v is outside %v..%v", ic.Lifetime, MinTokenLifetime, MaxTokenLifetime)
+	}
+	return nil
+}
+
+func (l *LimitsConfig) complete() error {
+	if l.RequestsPerSecond == nil {
+		r := float64(DefaultRequestsPerSecond)
+		l.RequestsPerSecond = &r
+	}
+	if r := *l.RequestsPerSecond; !(r > 0 && r <= MaxRequestsPerSecond) { // also refuses NaN
+		return fmt.Errorf("limits.requestsPerSecond: %v is outside (0, %d]", r, MaxRequestsPerSecond)
+	}
+	if l.Burst == nil {
+		b := DefaultBurst
+		l.Burst = &b
+	}
+	if b := *l.Burst; b < 1 || b > MaxBurst {
+		return fmt.Errorf("limits.burst: %d is outside 1..%d", b, MaxBurst)
 	}
 	return nil
 }

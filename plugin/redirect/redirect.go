@@ -24,9 +24,8 @@ var _ Tables = (*iptables.IPTables)(nil)
 
 // Redirect installs and removes metabind's rules for one metadata address.
 type Redirect struct {
-	tables    Tables
-	metadata  netip.AddrPort
-	responder netip.AddrPort
+	tables Tables
+	base   []piece
 }
 
 // New returns a Redirect that runs iptables (waiting up to 5 s for the
@@ -41,56 +40,53 @@ func New(metadata, responder netip.AddrPort) (*Redirect, error) {
 
 // NewWithTables returns a Redirect over t.
 func NewWithTables(t Tables, metadata, responder netip.AddrPort) *Redirect {
-	return &Redirect{tables: t, metadata: metadata, responder: responder}
+	return &Redirect{tables: t, base: base(metadata, responder)}
 }
 
-// BaseInstalled is the fast check an ADD makes: two invocations, the nat
-// jump and the filter jump, which EnsureBase installs last and first. CHECK
-// verifies every piece (CheckBase).
+// BaseInstalled is the fast check an ADD makes: two invocations, for the
+// first and the last piece EnsureBase installs. CHECK verifies every piece
+// (CheckBase).
 func (r *Redirect) BaseInstalled() (bool, error) {
-	natOK, err := r.exists("nat", "PREROUTING", natJumpSpec(r.metadata))
-	if err != nil {
-		return false, fmt.Errorf("check nat PREROUTING jump: %w", err)
+	for _, p := range []piece{r.base[2], r.base[len(r.base)-1]} {
+		ok, err := r.exists(p)
+		if err != nil || !ok {
+			return false, err
+		}
 	}
-	if !natOK {
-		return false, nil
-	}
-	fwdOK, err := r.exists("filter", "FORWARD", forwardJumpSpec(r.metadata))
-	if err != nil {
-		return false, fmt.Errorf("check filter FORWARD jump: %w", err)
-	}
-	return fwdOK, nil
+	return true, nil
 }
 
 // EnsureBase creates the chains, jumps and block rules every pod rule relies
 // on; pieces already there are left alone. Callers serialise it (the
 // plugin holds the store's lock), so two first ADDs do not both insert.
 func (r *Redirect) EnsureBase() error {
-	// Block before redirecting: a jump into an empty DNAT chain is harmless,
-	// an open path to the real metadata server is not.
-	steps := []struct {
-		table, chain string
-		spec         []string
-		jump         bool
-	}{
-		{"filter", FilterChain, blockSpec, false},
-		{"filter", "FORWARD", forwardJumpSpec(r.metadata), true},
-		{"filter", "INPUT", inputJumpSpec(r.metadata), true},
-		{"filter", "INPUT", directSpec(r.responder), true},
-		{"nat", NATChain, nil, false},
-		{"nat", "PREROUTING", natJumpSpec(r.metadata), true},
-	}
-	for _, s := range steps {
-		if !s.jump {
-			if err := r.ensureChain(s.table, s.chain); err != nil {
+	for _, p := range r.base {
+		if p.spec == nil {
+			if err := r.ensureChain(p.table, p.chain); err != nil {
 				return err
 			}
-			if s.spec == nil {
-				continue
-			}
+			continue
 		}
-		if _, err := r.ensureRule(s.table, s.chain, s.jump, s.spec); err != nil {
+		if _, err := r.ensure(p); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// CheckBase reports an error naming the first chain, jump or block rule
+// that EnsureBase would have to create.
+func (r *Redirect) CheckBase() error {
+	for _, p := range r.base {
+		if p.spec == nil {
+			continue // a missing chain shows as a missing rule in it or a jump to it
+		}
+		ok, err := r.exists(p)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("%s %s lacks metabind's rule %q", p.table, p.chain, strings.Join(p.spec, " "))
 		}
 	}
 	return nil
@@ -104,118 +100,116 @@ func (r *Redirect) ensureChain(table, chain string) error {
 	return fmt.Errorf("create %s %s: %w", table, chain, err)
 }
 
-// ensureRule adds spec unless present; jumps go first in the built-in
-// chains so that no earlier ACCEPT or DNAT can take metadata traffic.
-// It reports whether it added the rule.
-func (r *Redirect) ensureRule(table, chain string, first bool, spec []string) (bool, error) {
-	ok, err := r.exists(table, chain, spec)
-	if err != nil {
-		return false, fmt.Errorf("check %s %s: %w", table, chain, err)
+// ensure adds p unless present, and reports whether it added it.
+func (r *Redirect) ensure(p piece) (bool, error) {
+	ok, err := r.exists(p)
+	if err != nil || ok {
+		return false, err
 	}
-	if ok {
-		return false, nil
-	}
-	if first {
-		err = r.tables.Insert(table, chain, 1, spec...)
+	return true, r.put(p)
+}
+
+// put adds p without looking for it first.
+func (r *Redirect) put(p piece) error {
+	var err error
+	if p.first {
+		err = r.tables.Insert(p.table, p.chain, 1, p.spec...)
 	} else {
-		err = r.tables.Append(table, chain, spec...)
+		err = r.tables.Append(p.table, p.chain, p.spec...)
 	}
 	if err != nil {
-		return false, fmt.Errorf("add to %s %s: %w", table, chain, err)
-	}
-	return true, nil
-}
-
-// CheckBase reports an error naming the first chain, jump or block rule
-// that EnsureBase would have to create.
-func (r *Redirect) CheckBase() error {
-	for _, s := range []struct {
-		table, chain string
-		spec         []string
-	}{
-		{"nat", "PREROUTING", natJumpSpec(r.metadata)},
-		{"filter", "FORWARD", forwardJumpSpec(r.metadata)},
-		{"filter", "INPUT", inputJumpSpec(r.metadata)},
-		{"filter", "INPUT", directSpec(r.responder)},
-		{"filter", FilterChain, blockSpec},
-	} {
-		ok, err := r.exists(s.table, s.chain, s.spec)
-		if err != nil {
-			return fmt.Errorf("check %s %s: %w", s.table, s.chain, err)
-		}
-		if !ok {
-			return fmt.Errorf("%s %s lacks metabind's rule %q", s.table, s.chain, strings.Join(s.spec, " "))
-		}
+		return fmt.Errorf("add to %s %s: %w", p.table, p.chain, err)
 	}
 	return nil
-}
-
-// Add installs rule unless it is already there (a retried ADD), and reports
-// whether it added it.
-func (r *Redirect) Add(rule Rule) (bool, error) {
-	added, err := r.ensureRule("nat", NATChain, false, rule.Spec())
-	if err != nil {
-		return false, fmt.Errorf("redirect %s on %s: %w", rule.IP, rule.HostInterface, err)
-	}
-	return added, nil
-}
-
-// Append installs rule without looking for it first: one invocation, for
-// an attachment that had no rule.
-func (r *Redirect) Append(rule Rule) error {
-	if err := r.tables.Append("nat", NATChain, rule.Spec()...); err != nil {
-		return fmt.Errorf("redirect %s on %s: %w", rule.IP, rule.HostInterface, err)
-	}
-	return nil
-}
-
-// Remove deletes rule; a rule that is already gone is not an error.
-func (r *Redirect) Remove(rule Rule) error {
-	err := r.tables.Delete("nat", NATChain, rule.Spec()...)
-	if err == nil || isNotExist(err) {
-		return nil
-	}
-	return fmt.Errorf("remove redirect %s on %s: %w", rule.IP, rule.HostInterface, err)
-}
-
-// Has reports whether rule is installed.
-func (r *Redirect) Has(rule Rule) (bool, error) {
-	return r.exists("nat", NATChain, rule.Spec())
 }
 
 // exists checks for a rule. A missing chain, or a jump to a chain that does
 // not exist yet, means the rule is not there (nf_tables iptables exits 2 for
 // those where legacy iptables exits 1).
-func (r *Redirect) exists(table, chain string, spec []string) (bool, error) {
-	ok, err := r.tables.Exists(table, chain, spec...)
+func (r *Redirect) exists(p piece) (bool, error) {
+	ok, err := r.tables.Exists(p.table, p.chain, p.spec...)
 	if err != nil && isNotExist(err) {
 		return false, nil
 	}
-	return ok, err
+	if err != nil {
+		return false, fmt.Errorf("check %s %s: %w", p.table, p.chain, err)
+	}
+	return ok, nil
 }
 
-// RemoveByComment deletes every rule of NATChain whose comment names the
+// Add installs rule's pieces that are missing (a retried ADD), and reports
+// whether it added any.
+func (r *Redirect) Add(rule Rule) (bool, error) {
+	added := false
+	for _, p := range rule.pieces() {
+		ok, err := r.ensure(p)
+		if err != nil {
+			return added, fmt.Errorf("redirect %s on %s: %w", rule.IP, rule.HostInterface, err)
+		}
+		added = added || ok
+	}
+	return added, nil
+}
+
+// Append installs rule without looking for it first: one invocation a
+// piece, for an attachment that had no rule.
+func (r *Redirect) Append(rule Rule) error {
+	for _, p := range rule.pieces() {
+		if err := r.put(p); err != nil {
+			return fmt.Errorf("redirect %s on %s: %w", rule.IP, rule.HostInterface, err)
+		}
+	}
+	return nil
+}
+
+// Remove deletes rule, the DNAT first; pieces already gone are not an
+// error.
+func (r *Redirect) Remove(rule Rule) error {
+	pieces := rule.pieces()
+	for i := len(pieces) - 1; i >= 0; i-- {
+		p := pieces[i]
+		if err := r.tables.Delete(p.table, p.chain, p.spec...); err != nil && !isNotExist(err) {
+			return fmt.Errorf("remove redirect %s on %s from %s: %w", rule.IP, rule.HostInterface, p.chain, err)
+		}
+	}
+	return nil
+}
+
+// Has reports whether every piece of rule is installed.
+func (r *Redirect) Has(rule Rule) (bool, error) {
+	for _, p := range rule.pieces() {
+		ok, err := r.exists(p)
+		if err != nil || !ok {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// RemoveByComment deletes every per-pod rule whose comment names the
 // attachment: the way to clean up when the store no longer knows the rules'
 // interfaces and IPs. It returns how many it removed.
 func (r *Redirect) RemoveByComment(containerID, ifName string) (int, error) {
-	rules, err := r.tables.List("nat", NATChain)
-	if err != nil {
-		if isNotExist(err) {
-			return 0, nil
-		}
-		return 0, fmt.Errorf("list nat %s: %w", NATChain, err)
-	}
 	want := Comment(containerID, ifName)
 	n := 0
-	for _, line := range rules {
-		spec, ok := ruleFromListing(line)
-		if !ok || commentOf(spec) != want {
-			continue
+	for _, tc := range [][2]string{{"nat", NATChain}, {"filter", SourceChain}} {
+		rules, err := r.tables.List(tc[0], tc[1])
+		if err != nil {
+			if isNotExist(err) {
+				continue
+			}
+			return n, fmt.Errorf("list %s %s: %w", tc[0], tc[1], err)
 		}
-		if err := r.tables.Delete("nat", NATChain, spec...); err != nil && !isNotExist(err) {
-			return n, fmt.Errorf("remove %q: %w", line, err)
+		for _, line := range rules {
+			spec, ok := ruleFromListing(line)
+			if !ok || commentOf(spec) != want {
+				continue
+			}
+			if err := r.tables.Delete(tc[0], tc[1], spec...); err != nil && !isNotExist(err) {
+				return n, fmt.Errorf("remove %q: %w", line, err)
+			}
+			n++
 		}
-		n++
 	}
 	return n, nil
 }

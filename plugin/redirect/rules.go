@@ -1,19 +1,27 @@
 // Package redirect owns metabind's iptables rules: the per-pod DNAT that
-// sends a pod's metadata traffic to the responder, and the filter rule that
-// rejects metadata traffic no pod rule claimed.
+// sends a pod's metadata traffic to the responder, the per-pod source check
+// that every packet reaching the responder must pass, and the filter rules
+// that reject metadata traffic no pod rule claimed.
 //
-//	nat PREROUTING  -d META -p tcp --dport P  -j METABIND-DNAT   (one jump, only metadata traffic)
-//	nat METABIND-DNAT  -i VETH -s POD_IP -p tcp  -j DNAT --to RESPONDER   (one rule per pod IP)
-//	                   (bridge port: -m physdev --physdev-in VETH instead of -i)
+//	nat PREROUTING     -d META -p tcp --dport P  -j METABIND-DNAT        (one jump, only metadata traffic)
+//	nat METABIND-DNAT    -i VETH -s POD_IP -p tcp  -j DNAT --to RESPONDER   (one rule per pod IP)
+//	filter INPUT         ! -i lo -d RESPONDER -p tcp --dport RP  -j METABIND-SOURCE
+//	filter METABIND-SOURCE  -i VETH -s POD_IP  -j RETURN  (one rule per pod IP) ... last: REJECT
 //	filter INPUT (! -i lo) and FORWARD  -d META -p tcp --dport P  -j METABIND-BLOCK
-//	filter INPUT (! -i lo)  -d RESPONDER -p tcp --dport RP  ! --ctstate DNAT  -j METABIND-BLOCK
-//	filter METABIND-BLOCK  -j REJECT --reject-with tcp-reset
+//	filter METABIND-BLOCK   -j REJECT --reject-with tcp-reset
+//	(on a bridge port, -m physdev --physdev-in VETH stands for -i VETH)
 //
-// A packet that a pod rule DNATs no longer has the metadata destination when
-// it reaches the filter table, so only unclaimed metadata traffic (an unbound
-// pod, a spoofed source, a pod behind the wrong veth) meets the REJECT, and
-// only DNATed connections reach the responder's own address. The node's own
-// processes leave through OUTPUT and loopback and are never affected.
+// NAT decides once per connection, on its first packet; conntrack applies
+// the decision to every later packet whatever interface it arrives on. So
+// the DNAT rule alone would let a pod that hijacks another pod's connection
+// (ARP or MAC spoofing on a bridge) talk to the responder with the other
+// pod's address. METABIND-SOURCE checks every packet that reaches the
+// responder, DNATed or sent to its address directly: only a bound (veth, IP)
+// pair gets through. A packet that a pod rule DNATed no longer has the
+// metadata destination in the filter table, so only unclaimed metadata
+// traffic (an unbound pod, a forged source, the wrong veth) meets
+// METABIND-BLOCK. The node's own processes leave through OUTPUT and
+// loopback and are never affected.
 package redirect
 
 import (
@@ -25,6 +33,7 @@ import (
 // rules of every running pod on upgrade. Never rename them.
 const (
 	NATChain    = "METABIND-DNAT"
+	SourceChain = "METABIND-SOURCE"
 	FilterChain = "METABIND-BLOCK"
 
 	// CommentPrefix starts the comment of every per-pod rule, so rules can
@@ -47,74 +56,95 @@ func Comment(containerID, ifName string) string {
 	return CommentPrefix + containerID + "/" + ifName
 }
 
-// Spec is the rule in NATChain that DNATs r's metadata traffic to the
-// responder.
-func (r Rule) Spec() []string {
-	spec := make([]string, 0, 16)
+// piece is one iptables rule: where it goes and what it says.
+type piece struct {
+	table, chain string
+	spec         []string
+	first        bool // insert at the top rather than append
+}
+
+// pieces are a pod's rules, in the order they are installed: the source
+// check first, so the pod's packets pass it as soon as the DNAT sends them.
+func (r Rule) pieces() []piece {
+	return []piece{
+		{"filter", SourceChain, r.SourceSpec(), true}, // above the chain's final REJECT
+		{"nat", NATChain, r.Spec(), false},
+	}
+}
+
+// match selects packets from the pod: its veth and its address.
+func (r Rule) match() []string {
+	m := make([]string, 0, 16)
 	if r.Bridged {
 		// On a bridge, -i sees the bridge, not the port the packet came in
 		// by; physdev names the port (br_netfilter passes bridged traffic to
 		// iptables).
-		spec = append(spec, "-m", "physdev", "--physdev-in", r.HostInterface)
+		m = append(m, "-m", "physdev", "--physdev-in", r.HostInterface)
 	} else {
-		spec = append(spec, "-i", r.HostInterface)
+		m = append(m, "-i", r.HostInterface)
 	}
-	return append(spec,
-		"-s", prefix(r.IP),
+	return append(m, "-s", prefix(r.IP))
+}
+
+// Spec is the rule in NATChain that DNATs r's metadata traffic to the
+// responder.
+func (r Rule) Spec() []string {
+	return append(r.match(),
 		"-p", "tcp",
 		"-m", "comment", "--comment", Comment(r.ContainerID, r.IfName),
 		"-j", "DNAT", "--to-destination", r.Responder.String(),
 	)
 }
 
-// jumpSpec selects metadata traffic: what pods send to metadata.
-func jumpSpec(metadata netip.AddrPort, target, comment string) []string {
+// SourceSpec is the rule in SourceChain that lets r's packets reach the
+// responder.
+func (r Rule) SourceSpec() []string {
+	return append(r.match(),
+		"-m", "comment", "--comment", Comment(r.ContainerID, r.IfName),
+		"-j", "RETURN",
+	)
+}
+
+// jumpSpec selects traffic to addr: tcp, its port.
+func jumpSpec(addr netip.AddrPort, target, comment string) []string {
 	return []string{
-		"-d", prefix(metadata.Addr()),
-		"-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(int(metadata.Port())),
+		"-d", prefix(addr.Addr()),
+		"-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(int(addr.Port())),
 		"-m", "comment", "--comment", comment,
 		"-j", target,
 	}
 }
 
-// natJumpSpec is PREROUTING's jump into NATChain.
-func natJumpSpec(metadata netip.AddrPort) []string {
-	return jumpSpec(metadata, NATChain, "metabind: metadata traffic to per-pod redirects")
-}
-
-// forwardJumpSpec sends unclaimed metadata traffic that would be routed on
-// (to a cloud metadata server behind the node) to FilterChain.
-func forwardJumpSpec(metadata netip.AddrPort) []string {
-	return jumpSpec(metadata, FilterChain, "metabind: block unclaimed metadata traffic")
-}
-
-// inputJumpSpec does the same for a metadata server on the node itself,
-// sparing loopback so the node's own processes still reach it.
-func inputJumpSpec(metadata netip.AddrPort) []string {
-	return append([]string{"!", "-i", "lo"}, forwardJumpSpec(metadata)...)
-}
-
-// directSpec sends connections to the responder that no pod rule DNATed
-// (a pod calling the responder's own address) to FilterChain: without it a
-// pod that can forge another pod's address at L2 could skip the per-veth
-// check. Loopback (the node itself) is spared.
-func directSpec(responder netip.AddrPort) []string {
-	return []string{
-		"!", "-i", "lo",
-		"-d", prefix(responder.Addr()),
-		"-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(int(responder.Port())),
-		"-m", "conntrack", "!", "--ctstate", "DNAT",
-		"-m", "comment", "--comment", "metabind: only redirected traffic reaches the responder",
-		"-j", FilterChain,
+// base is every rule and chain the per-pod rules rely on, in the order
+// EnsureBase installs them: the blocks before the redirect, so there is
+// never a moment with a redirect and no block. A piece with no spec is a
+// chain.
+func base(metadata, responder netip.AddrPort) []piece {
+	notLo := []string{"!", "-i", "lo"}
+	return []piece{
+		{"filter", FilterChain, nil, false},
+		{"filter", FilterChain, blockSpec("metabind: metadata traffic with no pod binding"), false},
+		// Unclaimed metadata traffic routed on, to a metadata server behind
+		// the node, and to one on the node itself (loopback spared, so the
+		// node's own processes still reach it).
+		{"filter", "FORWARD", jumpSpec(metadata, FilterChain, "metabind: block unclaimed metadata traffic"), true},
+		{"filter", "INPUT", append(notLo, jumpSpec(metadata, FilterChain, "metabind: block unclaimed metadata traffic")...), true},
+		{"filter", SourceChain, nil, false},
+		{"filter", SourceChain, blockSpec("metabind: not a bound pod veth and address"), false},
+		{"filter", "INPUT", append(notLo, jumpSpec(responder, SourceChain, "metabind: only bound pods reach the responder")...), true},
+		{"nat", NATChain, nil, false},
+		{"nat", "PREROUTING", jumpSpec(metadata, NATChain, "metabind: metadata traffic to per-pod redirects"), true},
 	}
 }
 
-// blockSpec is FilterChain's only rule. A TCP reset makes clients fail fast
-// rather than wait out their timeouts.
-var blockSpec = []string{
-	"-p", "tcp",
-	"-m", "comment", "--comment", "metabind: metadata traffic with no pod binding",
-	"-j", "REJECT", "--reject-with", "tcp-reset",
+// blockSpec rejects TCP with a reset, so clients fail fast rather than wait
+// out their timeouts.
+func blockSpec(comment string) []string {
+	return []string{
+		"-p", "tcp",
+		"-m", "comment", "--comment", comment,
+		"-j", "REJECT", "--reject-with", "tcp-reset",
+	}
 }
 
 func prefix(ip netip.Addr) string {

@@ -27,20 +27,40 @@ func TestRuleSpec(t *testing.T) {
 	}
 }
 
-func TestJumpsSelectOnlyMetadataTraffic(t *testing.T) {
-	got := strings.Join(natJumpSpec(metadata), " ")
-	for _, want := range []string{"-d 169.254.169.254/32", "-p tcp", "--dport 80", "-j " + NATChain} {
-		if !strings.Contains(got, want) {
-			t.Errorf("nat jump %q lacks %q", got, want)
+func TestSourceSpecMatchesLikeTheDNAT(t *testing.T) {
+	r := Rule{HostInterface: "veth12", Bridged: true, IP: netip.MustParseAddr("10.1.0.5"), Responder: responder, ContainerID: "abc", IfName: "eth0"}
+	src, dnat := r.SourceSpec(), r.Spec()
+	if !reflect.DeepEqual(src[:6], dnat[:6]) || src[len(src)-1] != "RETURN" {
+		t.Fatalf("source check %q must match the same port and address as the DNAT %q and RETURN", src, dnat)
+	}
+	p := r.pieces()
+	if p[0].chain != SourceChain || !p[0].first || p[1].chain != NATChain {
+		t.Fatalf("pieces: %+v; the source check goes first, above its chain's final REJECT", p)
+	}
+}
+
+func TestBaseSelectsOnlyMetadataAndResponderTraffic(t *testing.T) {
+	var jumps []string
+	for _, p := range base(metadata, responder) {
+		if p.spec != nil && (p.chain == "PREROUTING" || p.chain == "INPUT" || p.chain == "FORWARD") {
+			if !p.first {
+				t.Errorf("jump in %s must go first: %q", p.chain, p.spec)
+			}
+			jumps = append(jumps, p.chain+" "+strings.Join(p.spec, " "))
 		}
 	}
-	if in := inputJumpSpec(metadata); !reflect.DeepEqual(in[:3], []string{"!", "-i", "lo"}) {
-		t.Errorf("INPUT jump must spare loopback: %q", in)
+	want := []string{
+		"FORWARD -d 169.254.169.254/32 -p tcp -m tcp --dport 80 ",
+		"INPUT ! -i lo -d 169.254.169.254/32 -p tcp -m tcp --dport 80 ",
+		"INPUT ! -i lo -d 169.254.169.252/32 -p tcp -m tcp --dport 988 ",
+		"PREROUTING -d 169.254.169.254/32 -p tcp -m tcp --dport 80 ",
 	}
-	direct := strings.Join(directSpec(responder), " ")
-	for _, want := range []string{"! -i lo", "-d 169.254.169.252/32", "--dport 988", "! --ctstate DNAT", "-j " + FilterChain} {
-		if !strings.Contains(direct, want) {
-			t.Errorf("responder guard %q lacks %q", direct, want)
+	if len(jumps) != len(want) {
+		t.Fatalf("jumps %q", jumps)
+	}
+	for i := range want {
+		if !strings.HasPrefix(jumps[i], want[i]) {
+			t.Errorf("jump %d = %q, want prefix %q", i, jumps[i], want[i])
 		}
 	}
 }
@@ -133,7 +153,7 @@ func TestBaseInstalledIsTwoChecks(t *testing.T) {
 	if ok, err := r.BaseInstalled(); err != nil || !ok {
 		t.Fatalf("BaseInstalled = %v, %v", ok, err)
 	}
-	if want := []string{"check PREROUTING", "check FORWARD"}; !reflect.DeepEqual(f.calls, want) {
+	if want := []string{"check FORWARD", "check PREROUTING"}; !reflect.DeepEqual(f.calls, want) {
 		t.Fatalf("BaseInstalled ran %q, want %q", f.calls, want)
 	}
 	f.calls = nil
@@ -171,8 +191,11 @@ func TestAddRemoveAndRemoveByComment(t *testing.T) {
 	}
 	// "abc" must not match "abcd"'s rule.
 	n, err := r.RemoveByComment("abc", "eth0")
-	if err != nil || n != 1 {
-		t.Fatalf("RemoveByComment = %d, %v; want 1", n, err)
+	if err != nil || n != 2 {
+		t.Fatalf("RemoveByComment = %d, %v; want 2 (the DNAT and the source check)", n, err)
+	}
+	if has, _ := r.Has(a); has {
+		t.Fatal("RemoveByComment left a's rules")
 	}
 	if has, _ := r.Has(b); !has {
 		t.Fatal("RemoveByComment removed another container's rule")
