@@ -104,6 +104,13 @@ func TestParseConfigErrors(t *testing.T) {
 		{"bad email", head + "identities: [{namespace: a, serviceAccount: a, email: nobody}]\n", "identities[0].email"},
 		{"bad scope", head + "identities: [{namespace: a, serviceAccount: a, scopes: [\"a b\"]}]\n", "identities[0].scopes[0]"},
 		{"bad namespace", head + "identities: [{namespace: A_B, serviceAccount: a}]\n", "identities[0].namespace"},
+		{"zero rate", head + "limits: {requestsPerSecond: 0}\n", "limits.requestsPerSecond"},
+		{"negative rate", head + "limits: {requestsPerSecond: -1}\n", "limits.requestsPerSecond"},
+		{"huge rate", head + "limits: {requestsPerSecond: 10001}\n", "limits.requestsPerSecond"},
+		{"zero burst", head + "limits: {burst: 0}\n", "limits.burst"},
+		{"huge burst", head + "limits: {burst: 100001}\n", "limits.burst"},
+		{"fractional burst", head + "limits: {burst: 1.5}\n", "burst"},
+		{"unknown limit", head + "limits: {perPod: 3}\n", `unknown field "perPod"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig([]byte(tc.text))
@@ -134,5 +141,32 @@ func TestLoadConfigNamesFile(t *testing.T) {
 	}
 	if _, err := LoadConfig(path + ".missing"); err == nil || !strings.Contains(err.Error(), path+".missing") {
 		t.Errorf("error %v does not name the missing file", err)
+	}
+}
+
+func TestParseConfigLimits(t *testing.T) {
+	const head = "project: {id: p, numericId: \"1\"}\nnode: {name: n, zone: z}\nissuer: {url: https://i.example}\n"
+	for _, tc := range []struct {
+		name      string
+		text      string
+		perSecond float64
+		burst     int
+	}{
+		{"defaults", head, DefaultRequestsPerSecond, DefaultBurst},
+		{"empty section", head + "limits: {}\n", DefaultRequestsPerSecond, DefaultBurst},
+		{"both", head + "limits: {requestsPerSecond: 5, burst: 20}\n", 5, 20},
+		{"fraction", head + "limits: {requestsPerSecond: 0.5}\n", 0.5, DefaultBurst},
+		{"burst only", head + "limits: {burst: 1}\n", DefaultRequestsPerSecond, 1},
+		{"bounds", head + "limits: {requestsPerSecond: 10000, burst: 100000}\n", MaxRequestsPerSecond, MaxBurst},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseConfig([]byte(tc.text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *cfg.Limits.RequestsPerSecond != tc.perSecond || *cfg.Limits.Burst != tc.burst {
+				t.Errorf("limits = %v/s burst %d, want %v/s burst %d", *cfg.Limits.RequestsPerSecond, *cfg.Limits.Burst, tc.perSecond, tc.burst)
+			}
+		})
 	}
 }

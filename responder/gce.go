@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -205,13 +206,21 @@ func (h *handler) serveMetadata(w *statusWriter, r *http.Request, q url.Values, 
 		h.notFound(w)
 		return
 	}
-	switch leaf {
-	case "token":
-		h.serveToken(w, q, c, v)
-	case "identity":
-		h.serveIdentity(w, q, c, v)
-	default:
+	if leaf != "token" && leaf != "identity" {
 		h.notFound(w)
+		return
+	}
+	// Every token names the pod it was issued to (kubernetes.io.pod.uid),
+	// so a relying party can tell a pod from its successor of the same
+	// name. A binding without a pod UID cannot be bound: no token.
+	if c.binding.PodUID == "" {
+		h.notFound(w)
+		return
+	}
+	if leaf == "token" {
+		h.serveToken(w, r, q, c, v)
+	} else {
+		h.serveIdentity(w, r, q, c, v)
 	}
 }
 
@@ -283,7 +292,7 @@ type tokenResponse struct {
 
 // serveToken answers .../token[?scopes=a,b] with an access token: a JWT
 // whose audience is the issuer and whose scope claim lists the scopes.
-func (h *handler) serveToken(w *statusWriter, q url.Values, c *caller, v *view) {
+func (h *handler) serveToken(w *statusWriter, r *http.Request, q url.Values, c *caller, v *view) {
 	scopes := v.rule.Scopes
 	if s := q.Get("scopes"); s != "" {
 		var err error
@@ -300,6 +309,7 @@ func (h *handler) serveToken(w *statusWriter, q url.Values, c *caller, v *view) 
 		h.internalError(w, err)
 		return
 	}
+	h.audit(r, c, v, "access", claims)
 	expiresIn := int64(claims.ExpiresAt.Sub(now) / time.Second)
 	if expiresIn < 1 {
 		expiresIn = 1
@@ -340,7 +350,7 @@ func grantScopes(held []string, requested string) ([]string, error) {
 
 // serveIdentity answers .../identity?audience=A[&format=full] with an ID
 // token for A. licenses is accepted and ignored.
-func (h *handler) serveIdentity(w *statusWriter, q url.Values, c *caller, v *view) {
+func (h *handler) serveIdentity(w *statusWriter, r *http.Request, q url.Values, c *caller, v *view) {
 	aud := q.Get("audience")
 	if aud == "" {
 		h.badRequest(w, "non-empty audience parameter required")
@@ -377,7 +387,26 @@ func (h *handler) serveIdentity(w *statusWriter, q url.Values, c *caller, v *vie
 		h.internalError(w, err)
 		return
 	}
+	h.audit(r, c, v, "id", claims)
 	w.Header().Set("Content-Type", textType)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write([]byte(tok))
+}
+
+// audit logs one "token issued" line per token: who got it (caller IP, pod,
+// identity), what kind, for whom (audience), its ID and expiry. Never the
+// token: the jti finds it in a relying party's logs.
+func (h *handler) audit(r *http.Request, c *caller, v *view, kind string, claims *Claims) {
+	h.log.LogAttrs(r.Context(), slog.LevelInfo, "token issued",
+		slog.String("caller", c.ip.String()),
+		slog.String("namespace", c.binding.Namespace),
+		slog.String("pod", c.binding.Pod),
+		slog.String("podUID", c.binding.PodUID),
+		slog.String("serviceAccount", v.rule.ServiceAccount),
+		slog.String("email", v.email),
+		slog.String("kind", kind),
+		slog.String("audience", strings.Join(claims.Audience, " ")),
+		slog.String("jti", claims.ID),
+		slog.Time("expiry", claims.ExpiresAt.Time),
+	)
 }

@@ -77,12 +77,20 @@ func testLookup() fakeLookup {
 	return f
 }
 
-func newTestHandler(t *testing.T, log *slog.Logger) (*handler, *Issuer) {
+func newTestHandler(t testing.TB, log *slog.Logger) (*handler, *Issuer) {
 	t.Helper()
 	cfg, err := ParseConfig([]byte(testConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
+	h := newHandlerFromConfig(t, cfg, log)
+	return h, h.iss
+}
+
+// newHandlerFromConfig is a handler for cfg over testLookup with a fresh
+// key.
+func newHandlerFromConfig(t testing.TB, cfg *Config, log *slog.Logger) *handler {
+	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	iss, err := NewIssuer(cfg.Issuer, key)
 	if err != nil {
@@ -90,12 +98,12 @@ func newTestHandler(t *testing.T, log *slog.Logger) (*handler, *Issuer) {
 	}
 	h := newHandler(cfg, testLookup(), iss, log)
 	h.maxLongPoll = 50 * time.Millisecond
-	return h, iss
+	return h
 }
 
 // do sends one request from ip (port 4321). target is written raw on the
 // request line, so odd paths reach the handler as a client would send them.
-func do(t *testing.T, h http.Handler, method, target, ip string, header map[string]string) *httptest.ResponseRecorder {
+func do(t testing.TB, h http.Handler, method, target, ip string, header map[string]string) *httptest.ResponseRecorder {
 	t.Helper()
 	var raw strings.Builder
 	fmt.Fprintf(&raw, "%s %s HTTP/1.1\r\nHost: 169.254.169.254\r\n", method, target)
@@ -324,7 +332,7 @@ func TestTokenEndpoints(t *testing.T) {
 	if resp.ExpiresIn <= 3500 || resp.ExpiresIn > 3600 || resp.TokenType != "Bearer" || rec.Header().Get("Cache-Control") != "no-store" {
 		t.Errorf("token response = %+v", resp)
 	}
-	c := verify(t, iss.jwks, resp.AccessToken, jwt.WithAudience(iss.URL()), jwt.WithIssuer(iss.URL()))
+	c := verify(t, iss.jwksJSON(), resp.AccessToken, jwt.WithAudience(iss.URL()), jwt.WithIssuer(iss.URL()))
 	if c.Scope != "https://www.googleapis.com/auth/userinfo.email" || c.Email != apiEmail || c.Subject != "system:serviceaccount:payments:api" {
 		t.Errorf("access token claims = %+v", c)
 	}
@@ -334,7 +342,7 @@ func TestTokenEndpoints(t *testing.T) {
 
 	// Node sends the audience unencoded.
 	rec = do(t, h, "GET", sa+"/default/identity?audience=https://aud.example/x&format=full", apiIP, flavor)
-	c = verify(t, iss.jwks, rec.Body.String(), jwt.WithAudience("https://aud.example/x"))
+	c = verify(t, iss.jwksJSON(), rec.Body.String(), jwt.WithAudience("https://aud.example/x"))
 	if c.AuthorizedParty != apiEmail || !c.EmailVerified || c.Scope != "" {
 		t.Errorf("ID token claims = %+v", c)
 	}
@@ -345,7 +353,7 @@ func TestTokenEndpoints(t *testing.T) {
 
 	// Without email: no email claim, azp is the subject, standard format.
 	rec = do(t, h, "GET", sa+"/default/identity?audience=aud", workerIP, flavor)
-	c = verify(t, iss.jwks, rec.Body.String(), jwt.WithAudience("aud"))
+	c = verify(t, iss.jwksJSON(), rec.Body.String(), jwt.WithAudience("aud"))
 	if c.Email != "" || c.AuthorizedParty != "system:serviceaccount:payments:worker" || c.Google != nil {
 		t.Errorf("ID token claims = %+v", c)
 	}
@@ -384,7 +392,12 @@ func TestRequestLog(t *testing.T) {
 	json.Unmarshal(rec.Body.Bytes(), &resp)
 	do(t, h, "GET", "/computeMetadata/v1/project/project-id", brokenIP, flavor)
 
-	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	var lines []string // the request lines; the audit line is tested in TestAuditLog
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		if strings.Contains(l, "msg=request ") {
+			lines = append(lines, l)
+		}
+	}
 	if len(lines) != 2 {
 		t.Fatalf("log has %d lines, want one per request:\n%s", len(lines), buf.String())
 	}
@@ -441,7 +454,7 @@ func TestGoClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verify(t, iss.jwks, idTok, jwt.WithAudience("https://aud.example"))
+	verify(t, iss.jwksJSON(), idTok, jwt.WithAudience("https://aud.example"))
 
 	tok, err := google.ComputeTokenSource("", DefaultScope).Token()
 	if err != nil {
@@ -450,5 +463,5 @@ func TestGoClient(t *testing.T) {
 	if tok.TokenType != "Bearer" || time.Until(tok.Expiry) < 50*time.Minute {
 		t.Errorf("token type %q expiry %v", tok.TokenType, tok.Expiry)
 	}
-	verify(t, iss.jwks, tok.AccessToken, jwt.WithAudience(iss.URL()))
+	verify(t, iss.jwksJSON(), tok.AccessToken, jwt.WithAudience(iss.URL()))
 }

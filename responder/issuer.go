@@ -11,13 +11,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -65,25 +65,7 @@ func LoadSigningKey(path string) (key *ecdsa.PrivateKey, created bool, err error
 }
 
 func readSigningKey(path string) (*ecdsa.PrivateKey, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("signing key: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("signing key %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("signing key %s is readable by other users (mode %04o); fix it with: chmod 600 %s", path, perm, path)
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return nil, fmt.Errorf("signing key %s belongs to uid %d, not to this process (uid %d); fix it with: chown %d %s", path, st.Uid, os.Geteuid(), os.Geteuid(), path)
-	}
-	data, err := io.ReadAll(f)
+	data, err := readKeyFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("signing key: %w", err)
 	}
@@ -124,39 +106,18 @@ func ParseSigningKey(data []byte) (*ecdsa.PrivateKey, error) {
 	return ec, nil
 }
 
-// writeSigningKey writes a temporary file and links it into place, so a
-// crash never leaves half a key and an existing key is never replaced
-// (fs.ErrExist then).
+// writeSigningKey writes key to path unless a key is there already
+// (fs.ErrExist then); see writeKeyFile.
 func writeSigningKey(path string, key *ecdsa.PrivateKey) error {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	data, err := encodePrivateKey(key)
 	if err != nil {
-		return fmt.Errorf("encode signing key: %w", err)
+		return err
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".signing-key-*.tmp") // mode 0600
-	if err != nil {
-		return fmt.Errorf("write signing key: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	err = pem.Encode(tmp, &pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("write signing key: %w", err)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
+	if err := writeKeyFile(path, data, false); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return err
 		}
 		return fmt.Errorf("write signing key: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }
@@ -173,16 +134,30 @@ func KeyID(pub *ecdsa.PublicKey) (string, error) {
 }
 
 // Issuer signs tokens with its current key and publishes the public keys
-// relying parties should accept. Today that is the one current key; a
-// rotation would add the next key to keys before signing with it.
+// relying parties should accept: the current key and every retired key
+// still within its publication window (RetiredKeyPublication after its
+// retirement), so tokens signed before a rotation keep verifying.
+//
+// An issuer opened on a state directory (OpenIssuer) follows rotations
+// without a signal: at most once per second, on the request path, it stats
+// signing-key.pem and retired-keys/ and rereads them when either changed.
+// If the new files cannot be read it keeps its keys and logs why.
 type Issuer struct {
-	url      string
-	lifetime time.Duration
-	signer   signingKey
-	keys     []jose.JSONWebKey // public keys, current first
+	url       string
+	lifetime  time.Duration
+	discovery []byte // precomputed OIDC discovery document
 
-	discovery []byte // precomputed OIDC documents
-	jwks      []byte
+	stateDir string // "" for a fixed key (NewIssuer)
+	log      *slog.Logger
+	now      func() time.Time
+
+	mu        sync.Mutex
+	keys      *keySet
+	stamp     keyStamp
+	checked   time.Time // last stat of the key files
+	jwks      *body     // cached JWKS; nil after a change
+	jwksAt    time.Time // when the cached JWKS was made
+	jwksUntil time.Time // when the cached JWKS loses a retired key
 }
 
 type signingKey struct {
@@ -191,11 +166,8 @@ type signingKey struct {
 }
 
 // NewIssuer returns an issuer for cfg (completed by ParseConfig) signing
-// with key.
+// with key, and publishing only that key.
 func NewIssuer(cfg IssuerConfig, key *ecdsa.PrivateKey) (*Issuer, error) {
-	if cfg.URL == "" || cfg.Lifetime <= 0 {
-		return nil, errors.New("issuer config is not complete")
-	}
 	if key == nil || key.Curve != elliptic.P256() {
 		return nil, errors.New("issuer key must be ECDSA P-256")
 	}
@@ -203,39 +175,155 @@ func NewIssuer(cfg IssuerConfig, key *ecdsa.PrivateKey) (*Issuer, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newIssuer(cfg, &keySet{current: signingKey{kid: kid, key: key}}, "", nil)
+}
+
+// OpenIssuer returns an issuer for cfg that signs with
+// <stateDir>/signing-key.pem (created, mode 0600, when missing; created
+// reports it), publishes the retired keys of <stateDir>/retired-keys and
+// follows rotations (RotateSigningKey). Retired key files it cannot use
+// are skipped and logged. A nil log discards.
+func OpenIssuer(cfg IssuerConfig, stateDir string, log *slog.Logger) (iss *Issuer, created bool, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if _, created, err = LoadSigningKey(SigningKeyPath(stateDir)); err != nil {
+		return nil, false, err
+	}
+	stamp := statKeys(stateDir)
+	keys, err := readKeySet(stateDir)
+	if err != nil {
+		return nil, false, err
+	}
+	for _, p := range keys.problems {
+		log.Warn("skipping a retired signing key; tokens it signed no longer verify", "error", p.Error())
+	}
+	iss, err = newIssuer(cfg, keys, stateDir, log)
+	if err != nil {
+		return nil, false, err
+	}
+	iss.stamp = stamp
+	return iss, created, nil
+}
+
+func newIssuer(cfg IssuerConfig, keys *keySet, stateDir string, log *slog.Logger) (*Issuer, error) {
+	if cfg.URL == "" || cfg.Lifetime <= 0 {
+		return nil, errors.New("issuer config is not complete")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	iss := &Issuer{
 		url:      cfg.URL,
 		lifetime: cfg.Lifetime,
-		signer:   signingKey{kid: kid, key: key},
-		keys: []jose.JSONWebKey{{
-			Key:       &key.PublicKey,
-			KeyID:     kid,
-			Algorithm: string(jose.ES256),
-			Use:       "sig",
-		}},
+		stateDir: stateDir,
+		log:      log,
+		now:      time.Now,
+		keys:     keys,
 	}
-	if iss.jwks, err = json.Marshal(iss.JWKS()); err != nil {
-		return nil, fmt.Errorf("encode JWKS: %w", err)
-	}
+	var err error
 	if iss.discovery, err = json.Marshal(iss.Discovery()); err != nil {
 		return nil, fmt.Errorf("encode discovery document: %w", err)
 	}
+	iss.checked = iss.now()
 	return iss, nil
+}
+
+// keySetLocked returns the keys, first rereading them if the files changed
+// (checked at most once per keyCheckInterval). Callers hold i.mu.
+func (i *Issuer) keySetLocked(now time.Time) *keySet {
+	if i.stateDir == "" || now.Sub(i.checked) < keyCheckInterval && !now.Before(i.checked) {
+		return i.keys
+	}
+	i.checked = now
+	stamp := statKeys(i.stateDir)
+	if stamp == i.stamp {
+		return i.keys
+	}
+	// Recorded even on failure: the files are reread when they change
+	// again (a chmod changes ctime), not every second.
+	i.stamp = stamp
+	keys, err := readKeySet(i.stateDir)
+	if err != nil {
+		i.log.Error("cannot reload the signing keys; still signing with the previous key", "kid", i.keys.current.kid, "error", err.Error())
+		return i.keys
+	}
+	for _, p := range keys.problems {
+		i.log.Warn("skipping a retired signing key; tokens it signed no longer verify", "error", p.Error())
+	}
+	if keys.current.kid != i.keys.current.kid || len(keys.retired) != len(i.keys.retired) {
+		i.log.Info("signing keys reloaded", "kid", keys.current.kid, "previousKid", i.keys.current.kid, "retiredKeys", len(keys.retired))
+	}
+	i.keys = keys
+	i.jwks = nil
+	return keys
+}
+
+func (i *Issuer) current() signingKey {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return i.keySetLocked(i.now()).current
 }
 
 // URL is the iss claim.
 func (i *Issuer) URL() string { return i.url }
 
 // KeyID names the key tokens are signed with now.
-func (i *Issuer) KeyID() string { return i.signer.kid }
+func (i *Issuer) KeyID() string { return i.current().kid }
 
 // Lifetime is how long a token is valid.
 func (i *Issuer) Lifetime() time.Duration { return i.lifetime }
 
-// JWKS returns the public keys tokens may be signed with.
+// JWKS returns the public keys tokens may be signed with: the current key
+// first, then the retired keys still published.
 func (i *Issuer) JWKS() jose.JSONWebKeySet {
-	return jose.JSONWebKeySet{Keys: append([]jose.JSONWebKey(nil), i.keys...)}
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	set, _ := i.jwksLocked(i.now())
+	return set
 }
+
+func (i *Issuer) jwksLocked(now time.Time) (set jose.JSONWebKeySet, until time.Time) {
+	keys := i.keySetLocked(now)
+	jwk := func(kid string, pub *ecdsa.PublicKey) jose.JSONWebKey {
+		return jose.JSONWebKey{Key: pub, KeyID: kid, Algorithm: string(jose.ES256), Use: "sig"}
+	}
+	set.Keys = append(set.Keys, jwk(keys.current.kid, &keys.current.key.PublicKey))
+	for _, r := range keys.retired {
+		end := r.publishedUntil()
+		if !end.After(now) {
+			continue
+		}
+		set.Keys = append(set.Keys, jwk(r.kid, r.pub))
+		if until.IsZero() || end.Before(until) {
+			until = end
+		}
+	}
+	return set, until
+}
+
+// jwksBody is the JWKS document, encoded once per change of the key set
+// or of the keys published.
+func (i *Issuer) jwksBody() body {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	now := i.now()
+	i.keySetLocked(now) // a reload clears i.jwks
+	if i.jwks != nil && !now.Before(i.jwksAt) && (i.jwksUntil.IsZero() || now.Before(i.jwksUntil)) {
+		return *i.jwks
+	}
+	set, until := i.jwksLocked(now)
+	data, err := json.Marshal(set)
+	if err != nil { // public ECDSA keys always encode
+		panic(fmt.Sprintf("encode JWKS: %v", err))
+	}
+	b := newBody(data, "application/jwk-set+json")
+	i.jwks, i.jwksAt, i.jwksUntil = &b, now, until
+	return b
+}
+
+// jwksJSON is the JWKS document's bytes.
+func (i *Issuer) jwksJSON() []byte { return i.jwksBody().data }
 
 // DiscoveryDocument is the OIDC discovery document.
 type DiscoveryDocument struct {
@@ -270,8 +358,9 @@ func (i *Issuer) pathPrefix() string {
 // Sign signs c with the current key (ES256, header kid).
 func (i *Issuer) Sign(c *Claims) (string, error) {
 	t := jwt.NewWithClaims(jwt.SigningMethodES256, c)
-	t.Header["kid"] = i.signer.kid
-	s, err := t.SignedString(i.signer.key)
+	k := i.current()
+	t.Header["kid"] = k.kid
+	s, err := t.SignedString(k.key)
 	if err != nil {
 		return "", fmt.Errorf("sign token: %w", err)
 	}

@@ -159,7 +159,7 @@ func TestIssuerSignsVerifiableTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := verify(t, iss.jwks, tok,
+	got := verify(t, iss.jwksJSON(), tok,
 		jwt.WithIssuer("https://metabind.local/node-1"),
 		jwt.WithAudience("https://aud.example"),
 		jwt.WithSubject("system:serviceaccount:payments:api"),
@@ -210,13 +210,13 @@ func TestIssuerDocuments(t *testing.T) {
 		t.Errorf("discovery = %v", doc)
 	}
 	var set jose.JSONWebKeySet
-	if err := json.Unmarshal(iss.jwks, &set); err != nil {
+	if err := json.Unmarshal(iss.jwksJSON(), &set); err != nil {
 		t.Fatal(err)
 	}
 	if len(set.Keys) != 1 || set.Keys[0].KeyID != iss.KeyID() || !set.Keys[0].IsPublic() {
 		t.Errorf("JWKS = %+v", set)
 	}
-	if strings.Contains(string(iss.jwks), `"d"`) {
+	if strings.Contains(string(iss.jwksJSON()), `"d"`) {
 		t.Error("JWKS holds a private key")
 	}
 }

@@ -19,6 +19,43 @@ type BindingLookup interface {
 
 var _ BindingLookup = (*store.View)(nil)
 
+// Request bounds. The request line and headers together are bounded by
+// MaxHeaderBytes (larger: 431); within that, a longer path is 404 and a
+// longer query 400, before any other work.
+const (
+	MaxHeaderBytes = 16 << 10
+	MaxPathBytes   = 1024
+	MaxQueryBytes  = 4 << 10
+)
+
+// Server timeouts. ReadHeaderTimeout is a deadline for the whole request
+// line and headers, not an idle timeout, so a client that trickles a byte
+// at a time is cut off all the same. WriteTimeout stays above MaxLongPoll.
+const (
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 10 * time.Second
+	WriteTimeout      = 10 * time.Second
+	IdleTimeout       = 90 * time.Second
+)
+
+// NewServer returns the HTTP server for h with the responder's size bounds
+// and timeouts; its errors (bad requests, TLS probes) go to log at warning
+// level. Callers may adjust the fields before serving.
+func NewServer(h http.Handler, log *slog.Logger) *http.Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
 // rootBody is what GET / answers: Go's OnGCE probes / without the
 // Metadata-Flavor header, Python's ping with it.
 const rootBody = "computeMetadata/\n"
@@ -31,7 +68,8 @@ type handler struct {
 
 	site          *site
 	projectNumber uint64
-	oidc          map[string]body // discovery document and JWKS by path
+	oidc          map[string]func() body // discovery document and JWKS by path
+	limits        *callerLimits
 
 	now         func() time.Time
 	maxLongPoll time.Duration
@@ -49,6 +87,13 @@ func newHandler(cfg *Config, lookup BindingLookup, iss *Issuer, log *slog.Logger
 		log = slog.New(slog.DiscardHandler)
 	}
 	num, _ := strconv.ParseUint(string(cfg.Project.NumericID), 10, 64) // validated
+	perSecond, burst := float64(DefaultRequestsPerSecond), DefaultBurst
+	if cfg.Limits.RequestsPerSecond != nil {
+		perSecond = *cfg.Limits.RequestsPerSecond
+	}
+	if cfg.Limits.Burst != nil {
+		burst = *cfg.Limits.Burst
+	}
 	h := &handler{
 		cfg:           cfg,
 		lookup:        lookup,
@@ -56,12 +101,14 @@ func newHandler(cfg *Config, lookup BindingLookup, iss *Issuer, log *slog.Logger
 		log:           log,
 		site:          newSite(cfg),
 		projectNumber: num,
-		oidc:          make(map[string]body),
+		oidc:          make(map[string]func() body),
+		limits:        newCallerLimits(perSecond, burst, DefaultMaxCallers),
 		now:           time.Now,
 		maxLongPoll:   MaxLongPoll,
 	}
-	discovery := newBody(iss.discovery, jsonType)
-	jwks := newBody(iss.jwks, "application/jwk-set+json")
+	discoveryBody := newBody(iss.discovery, jsonType)
+	discovery := func() body { return discoveryBody }
+	jwks := iss.jwksBody // follows key rotations
 	for _, prefix := range []string{"", iss.pathPrefix()} {
 		h.oidc[prefix+DiscoveryPath] = discovery
 		h.oidc[prefix+JWKSPath] = jwks
@@ -143,8 +190,23 @@ func (h *handler) serve(w *statusWriter, r *http.Request, c *caller) {
 		h.error(w, http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
+	// Nothing the responder serves takes a body: one is refused unread,
+	// and the reader refuses it too should anything try.
+	r.Body = http.MaxBytesReader(w, r.Body, 0)
+	if r.ContentLength > 0 || len(r.TransferEncoding) > 0 {
+		h.badRequest(w, "request bodies are not accepted")
+		return
+	}
+	if len(r.URL.Path) > MaxPathBytes || len(r.URL.RawPath) > MaxPathBytes {
+		h.notFound(w)
+		return
+	}
 	if !plainPath(r.URL) {
 		h.notFound(w)
+		return
+	}
+	if len(r.URL.RawQuery) > MaxQueryBytes {
+		h.badRequest(w, "query too long")
 		return
 	}
 	if r.URL.Path == "/" {
@@ -152,7 +214,8 @@ func (h *handler) serve(w *statusWriter, r *http.Request, c *caller) {
 		w.Write([]byte(rootBody))
 		return
 	}
-	if b, ok := h.oidc[r.URL.Path]; ok {
+	if get, ok := h.oidc[r.URL.Path]; ok {
+		b := get()
 		w.Header().Set("Content-Type", b.ctype)
 		w.Write(b.data)
 		return
@@ -177,6 +240,17 @@ func (h *handler) serve(w *statusWriter, r *http.Request, c *caller) {
 	if c.err != nil {
 		w.err = c.err
 		h.error(w, http.StatusServiceUnavailable, "binding store unavailable")
+		return
+	}
+	// Per caller IP, so one pod cannot keep the responder from the others.
+	if d := h.limits.allow(c.ip, h.now()); !d.ok {
+		if d.warn {
+			h.log.LogAttrs(r.Context(), slog.LevelWarn, "caller rate limited",
+				slog.String("caller", c.ip.String()), slog.String("namespace", c.binding.Namespace),
+				slog.String("pod", c.binding.Pod), slog.Int("refusedSinceLastWarning", d.refused))
+		}
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(d.retryAfter)))
+		h.error(w, http.StatusTooManyRequests, "rate limit exceeded")
 		return
 	}
 	// No binding, or a binding no identity rule matches: the pod gets
@@ -246,14 +320,27 @@ func (h *handler) logRequest(r *http.Request, w *statusWriter, c *caller, d time
 	}
 	attrs = append(attrs,
 		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
+		slog.String("path", logPath(r.URL.Path)),
 		slog.Int("status", status),
 		slog.Duration("duration", d),
 	)
 	level := slog.LevelInfo
+	if status == http.StatusTooManyRequests {
+		level = slog.LevelDebug // a flood is summed up by the "caller rate limited" warning
+	}
 	if w.err != nil {
 		attrs = append(attrs, slog.String("error", w.err.Error()))
 		level = slog.LevelError
 	}
 	h.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// logPath cuts a path for the request log; paths over MaxPathBytes are
+// refused anyway.
+func logPath(p string) string {
+	const max = 256
+	if len(p) > max {
+		return p[:max] + "..."
+	}
+	return p
 }

@@ -57,12 +57,9 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 	if err != nil {
 		return err
 	}
-	keyPath := responder.SigningKeyPath(stateDir)
-	key, keyCreated, err := responder.LoadSigningKey(keyPath)
-	if err != nil {
-		return err
-	}
-	iss, err := responder.NewIssuer(cfg.Issuer, key)
+	// The issuer follows `metabindctl keys rotate` by itself: it checks the
+	// key files at most once a second and rereads them when they change.
+	iss, keyCreated, err := responder.OpenIssuer(cfg.Issuer, stateDir, log)
 	if err != nil {
 		return err
 	}
@@ -88,15 +85,7 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 		return err
 	}
 
-	srv := &http.Server{
-		Handler:           responder.NewHandler(cfg, view, iss, log),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	srv := responder.NewServer(responder.NewHandler(cfg, view, iss, log), log)
 	log.Info("metabind-responder listening",
 		"listen", ln.Addr().String(),
 		"addressAddedTo", addedTo,
@@ -106,6 +95,8 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 		"stateDir", stateDir,
 		"config", configPath,
 		"identities", len(cfg.Identities),
+		"requestsPerSecond", *cfg.Limits.RequestsPerSecond,
+		"burst", *cfg.Limits.Burst,
 	)
 
 	served := make(chan error, 1)

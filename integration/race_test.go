@@ -1,0 +1,182 @@
+package integration
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// Attack: IP reuse. The IP of pod A is handed to pod B (DEL A, ADD B) over
+// and over while requests from that address are in flight. No request is
+// ever answered with an identity whose binding was gone before the request
+// was sent, and every request sent between an ADD's return and the next
+// DEL is answered for the pod that ADD bound (freshness).
+//
+// One veth and IP (from ptp without metabind) stays put; metabind alone is
+// run for each owner as the runtime runs it, with that prevResult, so the
+// cycles are as fast as metabind itself. METABIND_RACE_CYCLES sets their
+// number (default 2000).
+func TestAttackIPReuseRace(t *testing.T) {
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.18.0/24"})
+	n.startNodeMetadataServer(t) // a real node has a route there: unclaimed calls are reset at once
+	n.startResponder(t, responderConfig)
+	p := n.addUnboundPod(t, "race", "holder")
+	prev, err := json.Marshal(p.result)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cycles := 2000
+	if v, err := strconv.Atoi(os.Getenv("METABIND_RACE_CYCLES")); err == nil && v > 0 {
+		cycles = v
+	}
+
+	type owner struct {
+		uid                                string
+		addStart, addEnd, delStart, delEnd time.Time
+	}
+	type answer struct {
+		start, end time.Time
+		uid        string // "" when not answered with a token
+	}
+	owners := make([]owner, cycles)
+	var (
+		mu      sync.Mutex
+		answers []answer
+		stop    = make(chan struct{})
+		done    sync.WaitGroup
+	)
+	ask := func() answer {
+		a := answer{start: time.Now()}
+		a.uid = tokenPodUID(p)
+		a.end = time.Now()
+		return a
+	}
+	done.Add(1)
+	go func() { // requests in flight throughout
+		defer done.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			a := ask()
+			mu.Lock()
+			answers = append(answers, a)
+			mu.Unlock()
+		}
+	}()
+
+	for k := range owners {
+		namespace, name := "payments", fmt.Sprintf("api-%d", k)
+		if k%2 == 1 {
+			namespace, name = "web", fmt.Sprintf("site-%d", k)
+		}
+		cid := randomID()
+		o := &owners[k]
+		o.uid = "uid-" + cid[:12]
+		args := fmt.Sprintf("IgnoreUnknown=1;K8S_POD_NAMESPACE=%s;K8S_POD_NAME=%s;K8S_POD_UID=%s", namespace, name, o.uid)
+		o.addStart = time.Now()
+		if err := n.metabindOnly("ADD", cid, p, args, prev); err != nil {
+			t.Fatalf("cycle %d: ADD: %v", k, err)
+		}
+		o.addEnd = time.Now()
+		// At least one request inside every owner's window.
+		a := ask()
+		mu.Lock()
+		answers = append(answers, a)
+		mu.Unlock()
+		o.delStart = time.Now()
+		if err := n.metabindOnly("DEL", cid, p, args, prev); err != nil {
+			t.Fatalf("cycle %d: DEL: %v", k, err)
+		}
+		o.delEnd = time.Now()
+	}
+	close(stop)
+	done.Wait()
+
+	byUID := make(map[string]*owner, len(owners))
+	for i := range owners {
+		byUID[owners[i].uid] = &owners[i]
+	}
+	stale, missed, inWindow := 0, 0, 0
+	for _, a := range answers {
+		if a.uid != "" {
+			o, ok := byUID[a.uid]
+			if !ok || a.start.After(o.delEnd) || a.end.Before(o.addStart) {
+				stale++
+				t.Errorf("a request sent at %v was answered for pod %s, bound from %v to %v", a.start, a.uid, o.addStart, o.delEnd)
+			}
+		}
+		for i := range owners {
+			o := &owners[i]
+			if a.start.After(o.addEnd) && a.end.Before(o.delStart) {
+				inWindow++
+				if a.uid != o.uid {
+					missed++
+					t.Errorf("a request inside pod %s's binding was answered for %q", o.uid, a.uid)
+				}
+			}
+		}
+		if stale+missed > 10 {
+			t.Fatal("stopping after 10 wrong answers")
+		}
+	}
+	t.Logf("%d IP reuse cycles, %d requests (%d inside a binding's window): %d stale answers, %d missed", cycles, len(answers), inWindow, stale, missed)
+	if inWindow < cycles {
+		t.Fatalf("only %d requests fell inside a binding's window; the test checked too little", inWindow)
+	}
+}
+
+// metabindOnly runs the metabind binary for one verb as a runtime would,
+// with prevResult, on the node.
+func (n *node) metabindOnly(command, containerID string, p *pod, cniArgs string, prevResult []byte) error {
+	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "race", "type": "metabind", "stateDir": %q, "logFile": %q, "prevResult": %s}`,
+		n.stateDir, n.logFile, prevResult)
+	args := &invoke.Args{Command: command, ContainerID: containerID, NetNS: p.ns.Path(), IfName: "eth0", PluginArgsStr: cniArgs, Path: binDir}
+	return n.ns.Do(func(ns.NetNS) error {
+		_, err := invoke.ExecPluginWithResult(context.Background(), binDir+"/metabind", []byte(conf), args, nil)
+		if command == "DEL" && err != nil && strings.Contains(err.Error(), "unexpected end of JSON input") {
+			return nil // DEL prints no result
+		}
+		return err
+	})
+}
+
+// tokenPodUID asks for an access token from inside p and returns the pod
+// UID it is bound to ("" when there is no token).
+func tokenPodUID(p *pod) string {
+	code, body, err := p.metadataGet("/computeMetadata/v1/instance/service-accounts/default/token")
+	if err != nil || code != 200 {
+		return ""
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	if json.Unmarshal([]byte(body), &tok) != nil {
+		return ""
+	}
+	parts := strings.Split(tok.AccessToken, ".")
+	if len(parts) != 3 {
+		return ""
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	var claims k8sClaims
+	if json.Unmarshal(payload, &claims) != nil {
+		return ""
+	}
+	return claims.Kubernetes.Pod.UID
+}
