@@ -4,7 +4,7 @@ BIN     := $(CURDIR)/bin
 CNI_BIN := $(CURDIR)/.cache/cni/bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build deps test demo bench clean
+.PHONY: build deps test gotest fuzz demo bench clean
 
 ## build: the three binaries into bin/
 build:
@@ -14,9 +14,15 @@ build:
 deps:
 	scripts/install-deps.sh
 
-## test: unit and integration tests (integration needs root)
-test: deps build
-	METABIND_BIN_DIR=$(BIN) CNI_PLUGINS_DIR=$(CNI_BIN) $(GO) test -count=1 -timeout 20m ./...
+## test: unit, integration and attack tests (root), then every fuzz target briefly
+test: gotest fuzz
+
+gotest: deps build
+	METABIND_BIN_DIR=$(BIN) CNI_PLUGINS_DIR=$(CNI_BIN) $(GO) test -count=1 -timeout 30m ./...
+
+## fuzz: every fuzz target for FUZZTIME (default 10s) each
+fuzz:
+	scripts/fuzz.sh
 
 ## demo: two pods on a throwaway node netns get their own identities (root)
 demo: deps build

@@ -46,6 +46,7 @@ const (
 	apiIP     = "10.0.0.1" // payments/api-1: rule 0, with email
 	workerIP  = "10.0.0.2" // payments/worker-1: rule 1, without email
 	otherIP   = "10.0.0.3" // other/web: bound, no identity
+	noUIDIP   = "10.0.0.4" // payments/api-nouid: rule 0, but no pod UID
 	unboundIP = "10.0.0.9"
 	brokenIP  = "10.0.0.66" // the store fails
 )
@@ -66,7 +67,10 @@ func testLookup() fakeLookup {
 		return store.Binding{IP: netip.MustParseAddr(ip), Namespace: ns, Pod: pod, PodUID: "uid-" + pod, ContainerID: "c-" + pod}
 	}
 	f := fakeLookup{}
+	noUID := bind(noUIDIP, "payments", "api-nouid")
+	noUID.PodUID = ""
 	for _, b := range []store.Binding{
+		noUID,
 		bind(apiIP, "payments", "api-1"),
 		bind(workerIP, "payments", "worker-1"),
 		bind(otherIP, "other", "web"),
@@ -105,12 +109,20 @@ func newHandlerFromConfig(t testing.TB, cfg *Config, log *slog.Logger) *handler 
 // request line, so odd paths reach the handler as a client would send them.
 func do(t testing.TB, h http.Handler, method, target, ip string, header map[string]string) *httptest.ResponseRecorder {
 	t.Helper()
+	return doWithBody(t, h, method, target, ip, header, "")
+}
+
+// doWithBody is do with body written after the headers, as is: the
+// headers say how it is framed.
+func doWithBody(t testing.TB, h http.Handler, method, target, ip string, header map[string]string, body string) *httptest.ResponseRecorder {
+	t.Helper()
 	var raw strings.Builder
 	fmt.Fprintf(&raw, "%s %s HTTP/1.1\r\nHost: 169.254.169.254\r\n", method, target)
 	for k, v := range header {
 		fmt.Fprintf(&raw, "%s: %s\r\n", k, v)
 	}
 	raw.WriteString("\r\n")
+	raw.WriteString(body)
 	req, err := http.ReadRequest(bufio.NewReader(strings.NewReader(raw.String())))
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, target, err)

@@ -2,6 +2,8 @@
 //
 //	metabindctl [--state-dir DIR] bindings list [-o table|json]
 //	metabindctl [--state-dir DIR] bindings get IP [-o table|json]
+//	metabindctl [--state-dir DIR] keys list [-o table|json]
+//	metabindctl [--state-dir DIR] keys rotate
 package main
 
 import (
@@ -22,6 +24,8 @@ const usage = `usage: metabindctl [--state-dir DIR] COMMAND
 Commands:
   bindings list [-o table|json]   every pod IP binding on this node
   bindings get IP [-o table|json] the binding of one IP
+  keys list [-o table|json]       the issuer's signing keys: current, retired (still in the JWKS), expired
+  keys rotate                     retire the signing key and make a new one; the responder follows by itself
 
 Flags:
 `
@@ -54,6 +58,8 @@ func run(argv []string, stdout, stderr io.Writer) error {
 	switch rest[0] {
 	case "bindings":
 		return runBindings(*stateDir, rest[1:], stdout, stderr)
+	case "keys":
+		return runKeys(*stateDir, rest[1:], stdout, stderr, time.Now())
 	default:
 		fmt.Fprintf(stderr, "metabindctl: unknown command %q\n", rest[0])
 		fs.Usage()
