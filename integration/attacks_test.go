@@ -253,3 +253,28 @@ func TestAttackHTTP(t *testing.T) {
 		}
 	}
 }
+
+// Attack: one pod floods the responder. Past its burst it gets 429 with
+// Retry-After, and another pod is still served.
+func TestAttackFlood(t *testing.T) {
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.20.0/24"})
+	n.startResponder(t, responderConfig+"limits: {requestsPerSecond: 1, burst: 5}\n")
+	a, b := n.addPod(t, "payments", "api-1"), n.addPod(t, "web", "site-1")
+	limited := false
+	for i := 0; i < 20 && !limited; i++ {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+metadataIP+emailPath, nil)
+		req.Header.Set("Metadata-Flavor", "Google")
+		resp, err := nsHTTPClient(a.ns, nil).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		limited = resp.StatusCode == http.StatusTooManyRequests && resp.Header.Get("Retry-After") != ""
+	}
+	if !limited {
+		t.Fatal("20 requests in a row with a burst of 5 were never answered 429 with Retry-After")
+	}
+	if code, body, err := b.metadataGet(emailPath); err != nil || body != identityOf["web"].email {
+		t.Fatalf("the other pod while the first is limited: %d %q %v", code, body, err)
+	}
+}

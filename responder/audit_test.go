@@ -66,6 +66,7 @@ func TestAuditLog(t *testing.T) {
 		Audience       string    `json:"audience"`
 		JTI            string    `json:"jti"`
 		Expiry         time.Time `json:"expiry"`
+		KID            string    `json:"kid"`
 	}
 	var audits []auditLine
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
@@ -85,7 +86,7 @@ func TestAuditLog(t *testing.T) {
 		c := verify(t, iss.jwksJSON(), tok.token, jwt.WithAudience(tok.aud))
 		want := auditLine{
 			Time: audits[i].Time, Msg: "token issued", Caller: tok.ip, Namespace: "payments", Pod: tok.pod, PodUID: tok.uid,
-			ServiceAccount: tok.sa, Email: tok.email, Kind: tok.kind, Audience: tok.aud, JTI: c.ID, Expiry: c.ExpiresAt.Time.UTC(),
+			ServiceAccount: tok.sa, Email: tok.email, Kind: tok.kind, Audience: tok.aud, JTI: c.ID, Expiry: c.ExpiresAt.Time.UTC(), KID: iss.KeyID(),
 		}
 		got := audits[i]
 		got.Expiry = got.Expiry.UTC()

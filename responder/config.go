@@ -21,6 +21,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"sigs.k8s.io/yaml"
 )
@@ -166,9 +168,24 @@ var (
 	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`)
 )
 
-// plainName rejects what cannot sit in a metadata path or host name.
+// plainName rejects what cannot sit in a metadata path or host name, and
+// what cannot be served or logged as is: invalid UTF-8 and control
+// characters.
 func plainName(s string) bool {
-	return s != "" && !strings.ContainsAny(s, "/\\ \t\r\n\x00?#%")
+	return s != "" && printable(s) && !strings.ContainsAny(s, "/\\ ?#%")
+}
+
+// printable: valid UTF-8 without control characters.
+func printable(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Config) complete() error {
@@ -183,6 +200,10 @@ func (c *Config) complete() error {
 	}
 	if _, err := strconv.ParseUint(string(c.Project.NumericID), 10, 64); err != nil || strings.Trim(string(c.Project.NumericID), "0123456789") != "" {
 		return fmt.Errorf("project.numericId: %q is not a decimal number", c.Project.NumericID)
+	}
+	if len(c.Project.NumericID) > 1 && c.Project.NumericID[0] == '0' {
+		// Project numbers have none, and JSON numbers may not have any.
+		return fmt.Errorf("project.numericId: %q has a leading zero", c.Project.NumericID)
 	}
 
 	if c.Node.Name == "" {
@@ -295,7 +316,7 @@ func (r *IdentityRule) complete() error {
 		r.Scopes = []string{DefaultScope}
 	}
 	for j, s := range r.Scopes {
-		if s == "" || strings.ContainsAny(s, " \t\r\n,") {
+		if s == "" || !printable(s) || strings.ContainsAny(s, " ,") {
 			return fmt.Errorf("scopes[%d]: %q is not a scope", j, s)
 		}
 	}

@@ -304,12 +304,12 @@ func (h *handler) serveToken(w *statusWriter, r *http.Request, q url.Values, c *
 	now := h.now()
 	claims := h.iss.NewClaims(h.subject(c, v), []string{h.iss.URL()}, now)
 	claims.Scope = strings.Join(scopes, " ")
-	tok, err := h.iss.Sign(claims)
+	tok, kid, err := h.iss.sign(claims)
 	if err != nil {
 		h.internalError(w, err)
 		return
 	}
-	h.audit(r, c, v, "access", claims)
+	h.audit(r, c, v, "access", claims, kid)
 	expiresIn := int64(claims.ExpiresAt.Sub(now) / time.Second)
 	if expiresIn < 1 {
 		expiresIn = 1
@@ -382,21 +382,21 @@ func (h *handler) serveIdentity(w *statusWriter, r *http.Request, q url.Values, 
 			InstanceName:  h.cfg.Node.Name,
 		}}
 	}
-	tok, err := h.iss.Sign(claims)
+	tok, kid, err := h.iss.sign(claims)
 	if err != nil {
 		h.internalError(w, err)
 		return
 	}
-	h.audit(r, c, v, "id", claims)
+	h.audit(r, c, v, "id", claims, kid)
 	w.Header().Set("Content-Type", textType)
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write([]byte(tok))
 }
 
 // audit logs one "token issued" line per token: who got it (caller IP, pod,
-// identity), what kind, for whom (audience), its ID and expiry. Never the
-// token: the jti finds it in a relying party's logs.
-func (h *handler) audit(r *http.Request, c *caller, v *view, kind string, claims *Claims) {
+// identity), what kind, for whom (audience), its ID, expiry and signing
+// key. Never the token: the jti finds it in a relying party's logs.
+func (h *handler) audit(r *http.Request, c *caller, v *view, kind string, claims *Claims, kid string) {
 	h.log.LogAttrs(r.Context(), slog.LevelInfo, "token issued",
 		slog.String("caller", c.ip.String()),
 		slog.String("namespace", c.binding.Namespace),
@@ -408,5 +408,6 @@ func (h *handler) audit(r *http.Request, c *caller, v *view, kind string, claims
 		slog.String("audience", strings.Join(claims.Audience, " ")),
 		slog.String("jti", claims.ID),
 		slog.Time("expiry", claims.ExpiresAt.Time),
+		slog.String("kid", kid),
 	)
 }

@@ -357,12 +357,18 @@ func (i *Issuer) pathPrefix() string {
 
 // Sign signs c with the current key (ES256, header kid).
 func (i *Issuer) Sign(c *Claims) (string, error) {
+	tok, _, err := i.sign(c)
+	return tok, err
+}
+
+// sign is Sign, also returning the key ID used.
+func (i *Issuer) sign(c *Claims) (tok, kid string, err error) {
 	t := jwt.NewWithClaims(jwt.SigningMethodES256, c)
 	k := i.current()
 	t.Header["kid"] = k.kid
 	s, err := t.SignedString(k.key)
 	if err != nil {
-		return "", fmt.Errorf("sign token: %w", err)
+		return "", "", fmt.Errorf("sign token: %w", err)
 	}
-	return s, nil
+	return s, k.kid, nil
 }

@@ -245,9 +245,12 @@ func (h *handler) serve(w *statusWriter, r *http.Request, c *caller) {
 	// Per caller IP, so one pod cannot keep the responder from the others.
 	if d := h.limits.allow(c.ip, h.now()); !d.ok {
 		if d.warn {
-			h.log.LogAttrs(r.Context(), slog.LevelWarn, "caller rate limited",
-				slog.String("caller", c.ip.String()), slog.String("namespace", c.binding.Namespace),
-				slog.String("pod", c.binding.Pod), slog.Int("refusedSinceLastWarning", d.refused))
+			attrs := []slog.Attr{slog.String("caller", c.ip.String())}
+			if c.bound {
+				attrs = append(attrs, slog.String("namespace", c.binding.Namespace), slog.String("pod", c.binding.Pod))
+			}
+			attrs = append(attrs, slog.Int("refusedSinceLastWarning", d.refused))
+			h.log.LogAttrs(r.Context(), slog.LevelWarn, "caller rate limited", attrs...)
 		}
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(d.retryAfter)))
 		h.error(w, http.StatusTooManyRequests, "rate limit exceeded")

@@ -99,12 +99,24 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 		"burst", *cfg.Limits.Burst,
 	)
 
+	// SIGHUP would end the process by default; rotations need no signal,
+	// so it is only acknowledged.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-	select {
-	case err := <-served:
-		return err
-	case <-ctx.Done():
+wait:
+	for {
+		select {
+		case err := <-served:
+			return err
+		case <-hup:
+			log.Info("SIGHUP ignored: signing key rotations are picked up within a second without a signal", "kid", iss.KeyID())
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
