@@ -95,17 +95,20 @@ func (p *Plugin) add(c *call) error {
 				return err
 			}
 		}
+		p.checkpoint("add:in-transaction")
 		return nil
 	})
 	if err != nil {
 		return err
 	}
+	p.checkpoint("add:committed")
 	if len(replaced) > 0 {
 		c.note("warning", "IPs were still bound to other containers; their bindings were replaced", "replaced", replaced)
 	}
 
 	// 2. The redirect: the new rules, then away with the ones they replace.
 	var added []redirect.Rule
+	rd.AfterPiece = func() { p.checkpoint("add:first-rule-piece") }
 	err = func() error {
 		for _, b := range want {
 			r := ruleOf(b)
@@ -135,6 +138,7 @@ func (p *Plugin) add(c *call) error {
 		p.takeBack(c, want, rd, added)
 		return err
 	}
+	p.checkpoint("add:rules-added")
 	c.note("ips", ips, "hostInterface", side.Name, "bridged", side.Bridged, "podUID", c.pod.K8S_POD_UID)
 	return printResult(c)
 }

@@ -48,6 +48,9 @@ func (p *Plugin) del(c *call) error {
 	if err != nil {
 		return err
 	}
+	if len(bindings) > 0 {
+		p.checkpoint("del:committed")
+	}
 
 	if len(bindings) == 0 && c.args.Netns == "" {
 		c.note("removed", 0) // the sandbox is gone and so is everything we had
@@ -65,11 +68,13 @@ func (p *Plugin) del(c *call) error {
 		c.note("removed", 0, "rulesFoundByComment", n)
 		return err
 	}
+	rd.AfterPiece = func() { p.checkpoint("del:first-rule-piece") }
 	for _, b := range bindings {
 		if err := rd.Remove(ruleOf(b)); err != nil {
 			return err
 		}
 	}
+	p.checkpoint("del:rules-removed")
 	c.note("removed", len(bindings))
 	return nil
 }

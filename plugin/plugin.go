@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
+	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -15,9 +17,8 @@ import (
 	"github.com/metabind/metabind/store"
 )
 
-// SupportedVersions are the CNI spec versions metabind accepts. CHECK needs
-// 0.4.0; GC and STATUS (1.1.0) are answered by skel until metabind has its
-// own.
+// SupportedVersions are the CNI spec versions metabind accepts: CHECK
+// needs 0.4.0, GC and STATUS 1.1.0.
 var SupportedVersions = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
 
 // Plugin runs the CNI verbs. Its fields are what tests replace.
@@ -29,16 +30,38 @@ type Plugin struct {
 	NewRedirect func(metadata, responder netip.AddrPort) (*redirect.Redirect, error)
 	// Now stamps new bindings.
 	Now func() time.Time
+	// Checkpoint is called at each step of ADD and DEL where a crash would
+	// leave a different state; the crash tests kill the plugin there.
+	Checkpoint func(step string)
 }
 
 // New returns the plugin as the metabind binary runs it.
 func New() *Plugin {
-	return &Plugin{LockTimeout: 3 * time.Second, NewRedirect: redirect.New, Now: time.Now}
+	return &Plugin{LockTimeout: 3 * time.Second, NewRedirect: redirect.New, Now: time.Now, Checkpoint: crashAt(os.Getenv(CrashEnv))}
+}
+
+// CrashEnv names the step at which the plugin kills itself with SIGKILL: a
+// test hook for proving crash consistency, inert when unset.
+const CrashEnv = "METABIND_TEST_CRASH_AT"
+
+// CrashSteps are the checkpoints of ADD and DEL, in order.
+var CrashSteps = []string{
+	"add:in-transaction", "add:committed", "add:first-rule-piece", "add:rules-added",
+	"del:committed", "del:first-rule-piece", "del:rules-removed",
+}
+
+func crashAt(step string) func(string) {
+	return func(at string) {
+		if step != "" && at == step {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way
+		}
+	}
 }
 
 // Funcs are the verbs for skel.PluginMainFuncs.
 func (p *Plugin) Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check}
+	return skel.CNIFuncs{Add: p.Add, Del: p.Del, Check: p.Check, GC: p.GC, Status: p.Status}
 }
 
 // call is one verb's parsed input and logger.
@@ -164,4 +187,10 @@ func contains(ips []netip.Addr, ip netip.Addr) bool {
 
 func printResult(c *call) error {
 	return types.PrintResult(c.conf.Result, c.conf.CNIVersion)
+}
+
+func (p *Plugin) checkpoint(step string) {
+	if p.Checkpoint != nil {
+		p.Checkpoint(step)
+	}
 }

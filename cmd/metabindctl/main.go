@@ -4,6 +4,7 @@
 //	metabindctl [--state-dir DIR] bindings get IP [-o table|json]
 //	metabindctl [--state-dir DIR] keys list [-o table|json]
 //	metabindctl [--state-dir DIR] keys rotate
+//	metabindctl [--state-dir DIR] gc [--dry-run]
 package main
 
 import (
@@ -26,6 +27,8 @@ Commands:
   bindings get IP [-o table|json] the binding of one IP
   keys list [-o table|json]       the issuer's signing keys: current, retired (still in the JWKS), expired
   keys rotate                     retire the signing key and make a new one; the responder follows by itself
+  gc [--dry-run]                  remove bindings whose netns is gone and rules with no binding, restore
+                                  missing rules; --dry-run only reports
 
 Flags:
 `
@@ -58,6 +61,8 @@ func run(argv []string, stdout, stderr io.Writer) error {
 	switch rest[0] {
 	case "bindings":
 		return runBindings(*stateDir, rest[1:], stdout, stderr)
+	case "gc":
+		return runGC(*stateDir, rest[1:], stdout, stderr)
 	case "keys":
 		return runKeys(*stateDir, rest[1:], stdout, stderr, time.Now())
 	default:

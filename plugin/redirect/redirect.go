@@ -26,6 +26,9 @@ var _ Tables = (*iptables.IPTables)(nil)
 type Redirect struct {
 	tables Tables
 	base   []piece
+	// AfterPiece, if set, is called after each per-pod piece is added or
+	// removed: the crash tests' checkpoint between a rule's two pieces.
+	AfterPiece func()
 }
 
 // New returns a Redirect that runs iptables (waiting up to 5 s for the
@@ -147,6 +150,7 @@ func (r *Redirect) Add(rule Rule) (bool, error) {
 			return added, fmt.Errorf("redirect %s on %s: %w", rule.IP, rule.HostInterface, err)
 		}
 		added = added || ok
+		r.afterPiece()
 	}
 	return added, nil
 }
@@ -158,8 +162,15 @@ func (r *Redirect) Append(rule Rule) error {
 		if err := r.put(p); err != nil {
 			return fmt.Errorf("redirect %s on %s: %w", rule.IP, rule.HostInterface, err)
 		}
+		r.afterPiece()
 	}
 	return nil
+}
+
+func (r *Redirect) afterPiece() {
+	if r.AfterPiece != nil {
+		r.AfterPiece()
+	}
 }
 
 // Remove deletes rule, the DNAT first; pieces already gone are not an
@@ -171,6 +182,7 @@ func (r *Redirect) Remove(rule Rule) error {
 		if err := r.tables.Delete(p.table, p.chain, p.spec...); err != nil && !isNotExist(err) {
 			return fmt.Errorf("remove redirect %s on %s from %s: %w", rule.IP, rule.HostInterface, p.chain, err)
 		}
+		r.afterPiece()
 	}
 	return nil
 }
@@ -234,12 +246,8 @@ func ruleFromListing(line string) ([]string, bool) {
 
 // commentOf returns the --comment value of a rule spec.
 func commentOf(spec []string) string {
-	for i := 0; i+1 < len(spec); i++ {
-		if spec[i] == "--comment" {
-			return spec[i+1]
-		}
-	}
-	return ""
+	c, _ := valueOf(spec, "--comment")
+	return c
 }
 
 // isNotExist reports a missing rule or chain (*iptables.Error has the

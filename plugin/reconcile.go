@@ -1,0 +1,97 @@
+package plugin
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/metabind/metabind/plugin/redirect"
+	"github.com/metabind/metabind/store"
+)
+
+// Report is what a reconciliation found and did (or, dry, would do).
+type Report struct {
+	RemovedBindings []store.Binding  // no longer wanted (GC: attachment not valid; metabindctl: netns gone)
+	RemovedRules    []redirect.Owned // per-pod rules with no binding
+	RestoredRules   []store.Binding  // bindings whose rules were missing
+	Errors          []error          // what failed; reconciliation goes on past each
+}
+
+// settle is how old a binding must be before a missing rule counts as
+// lost: ADD commits the binding first and adds its rules right after, so a
+// young binding without rules is an ADD at work, not damage.
+const settle = 30 * time.Second
+
+// Reconcile brings the binding store and the per-pod rules back into
+// agreement: bindings that keep rejects go, with their rules; rules with no
+// binding go; bindings whose rules are missing get them back. With dryRun it
+// only reports. It keeps going past errors and returns them in the report.
+func Reconcile(stateDir string, lockTimeout time.Duration, rd *redirect.Redirect, keep func(store.Binding) bool, dryRun bool, now time.Time) (Report, error) {
+	var rep Report
+	st, err := store.Open(stateDir, lockTimeout)
+	if err != nil {
+		return rep, err
+	}
+	var live []store.Binding
+	err = st.View(func(tx *store.Tx) error {
+		return tx.ForEach(func(b store.Binding) error {
+			if keep(b) {
+				live = append(live, b)
+			} else {
+				rep.RemovedBindings = append(rep.RemovedBindings, b)
+			}
+			return nil
+		})
+	})
+	if err == nil && len(rep.RemovedBindings) > 0 && !dryRun {
+		err = st.Update(func(tx *store.Tx) error {
+			for _, b := range rep.RemovedBindings {
+				if err := tx.Delete(b.IP); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return rep, err
+	}
+
+	owned, err := rd.ListOwned()
+	if err != nil {
+		return rep, err
+	}
+	present := make([]int, len(live)) // pieces of each live binding found
+	for _, o := range owned {
+		ok := false
+		for i, b := range live {
+			if o.Is(ruleOf(b)) {
+				ok = true
+				present[i]++
+			}
+		}
+		if ok {
+			continue
+		}
+		rep.RemovedRules = append(rep.RemovedRules, o)
+		if !dryRun {
+			if err := rd.Delete(o); err != nil {
+				rep.Errors = append(rep.Errors, err)
+			}
+		}
+	}
+	for i, b := range live {
+		if present[i] >= 2 || now.Sub(b.Created) < settle {
+			continue
+		}
+		rep.RestoredRules = append(rep.RestoredRules, b)
+		if !dryRun {
+			if _, err := rd.Add(ruleOf(b)); err != nil {
+				rep.Errors = append(rep.Errors, fmt.Errorf("restore rules of %s: %w", b.IP, err))
+			}
+		}
+	}
+	return rep, nil
+}

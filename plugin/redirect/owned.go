@@ -1,0 +1,111 @@
+package redirect
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Owned is a per-pod rule as found in the tables: what GC compares with the
+// bindings when it looks for rules that lost theirs.
+type Owned struct {
+	Table, Chain string
+	Spec         []string // as listed, to delete it by
+	ContainerID  string
+	IfName       string
+	IP           netip.Addr
+	Interface    string // -i or --physdev-in
+}
+
+// Is reports whether o is the piece of rule that lives in o's chain.
+func (o Owned) Is(rule Rule) bool {
+	return o.ContainerID == rule.ContainerID && o.IfName == rule.IfName && o.IP == rule.IP && o.Interface == rule.HostInterface &&
+		(o.Chain != NATChain || containsPair(o.Spec, "--to-destination", rule.Responder.String()))
+}
+
+func (o Owned) String() string {
+	return fmt.Sprintf("%s %s %s", o.Table, o.Chain, strings.Join(o.Spec, " "))
+}
+
+// ListOwned returns every per-pod rule in NATChain and SourceChain (two
+// invocations). The chains' own final rules are not per-pod and not listed.
+func (r *Redirect) ListOwned() ([]Owned, error) {
+	var out []Owned
+	for _, tc := range [][2]string{{"nat", NATChain}, {"filter", SourceChain}} {
+		lines, err := r.tables.List(tc[0], tc[1])
+		if err != nil {
+			if isNotExist(err) {
+				continue
+			}
+			return nil, fmt.Errorf("list %s %s: %w", tc[0], tc[1], err)
+		}
+		for _, line := range lines {
+			spec, ok := ruleFromListing(line)
+			if !ok {
+				continue
+			}
+			o, ok := parseOwned(spec)
+			if !ok {
+				continue
+			}
+			o.Table, o.Chain = tc[0], tc[1]
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+// Delete removes a listed rule; one already gone is not an error.
+func (r *Redirect) Delete(o Owned) error {
+	if err := r.tables.Delete(o.Table, o.Chain, o.Spec...); err != nil && !isNotExist(err) {
+		return fmt.Errorf("remove %s: %w", o, err)
+	}
+	return nil
+}
+
+// parseOwned reads a listed spec; ok only for a per-pod rule (its comment
+// names an attachment: "metabind:<containerID>/<ifname>", no spaces).
+func parseOwned(spec []string) (Owned, bool) {
+	var o Owned
+	comment, ok := valueOf(spec, "--comment")
+	if !ok {
+		return o, false
+	}
+	att, ok := strings.CutPrefix(comment, CommentPrefix)
+	if !ok || strings.ContainsAny(att, " \"") {
+		return o, false
+	}
+	i := strings.LastIndexByte(att, '/')
+	if i <= 0 || i == len(att)-1 {
+		return o, false
+	}
+	o.ContainerID, o.IfName = att[:i], att[i+1:]
+	if src, ok := valueOf(spec, "-s"); ok {
+		if p, err := netip.ParsePrefix(src); err == nil && p.IsSingleIP() {
+			o.IP = p.Addr()
+		} else if a, err := netip.ParseAddr(src); err == nil {
+			o.IP = a
+		}
+	}
+	if in, ok := valueOf(spec, "-i"); ok {
+		o.Interface = in
+	} else if in, ok := valueOf(spec, "--physdev-in"); ok {
+		o.Interface = in
+	}
+	o.Spec = spec
+	return o, o.IP.IsValid() && o.Interface != ""
+}
+
+func valueOf(spec []string, flag string) (string, bool) {
+	for i := 0; i+1 < len(spec); i++ {
+		if spec[i] == flag {
+			return spec[i+1], true
+		}
+	}
+	return "", false
+}
+
+func containsPair(spec []string, flag, value string) bool {
+	v, ok := valueOf(spec, flag)
+	return ok && v == value
+}

@@ -1,0 +1,37 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+
+	"github.com/metabind/metabind/store"
+)
+
+// Status (CNI 1.1) succeeds when ADD can be served: the state directory is
+// usable, the binding store reads, and iptables runs. Otherwise it answers
+// CNI error 50 (plugin not available) saying which.
+func (p *Plugin) Status(args *skel.CmdArgs) error {
+	return p.run("STATUS", args, p.status)
+}
+
+func (p *Plugin) status(c *call) error {
+	unavailable := func(what string, err error) error {
+		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("metabind cannot serve ADD: %s", what), err.Error())
+	}
+	if err := os.MkdirAll(c.conf.StateDir, 0o700); err != nil {
+		return unavailable("state directory "+c.conf.StateDir+" is not usable", err)
+	}
+	// A store that is busy is working; only one that cannot be read is not.
+	err := store.Read(c.conf.StateDir, p.LockTimeout, func(*store.Tx) error { return nil })
+	if err != nil && !errors.Is(err, store.ErrBusy) {
+		return unavailable("binding store "+store.DBPath(c.conf.StateDir)+" cannot be read", err)
+	}
+	if _, err := p.NewRedirect(c.conf.Metadata, c.conf.Responder); err != nil {
+		return unavailable("iptables does not run", err)
+	}
+	return nil
+}
