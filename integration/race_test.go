@@ -29,7 +29,9 @@ import (
 func TestAttackIPReuseRace(t *testing.T) {
 	n := newNode(t, chain{name: "ptp", subnet: "10.197.18.0/24"})
 	n.startNodeMetadataServer(t) // a real node has a route there: unclaimed calls are reset at once
-	n.startResponder(t, responderConfig)
+	// The requests in flight come from one address as fast as they can: lift
+	// the per-caller rate limit, which would answer them 429.
+	n.startResponder(t, responderConfig+"limits: {requestsPerSecond: 10000, burst: 100000}\n")
 	p := n.addUnboundPod(t, "race", "holder")
 	prev, err := json.Marshal(p.result)
 	if err != nil {
@@ -47,6 +49,7 @@ func TestAttackIPReuseRace(t *testing.T) {
 	type answer struct {
 		start, end time.Time
 		uid        string // "" when not answered with a token
+		why        string // what came instead
 	}
 	owners := make([]owner, cycles)
 	var (
@@ -57,7 +60,7 @@ func TestAttackIPReuseRace(t *testing.T) {
 	)
 	ask := func() answer {
 		a := answer{start: time.Now()}
-		a.uid = tokenPodUID(p)
+		a.uid, a.why = tokenPodUID(p)
 		a.end = time.Now()
 		return a
 	}
@@ -124,7 +127,7 @@ func TestAttackIPReuseRace(t *testing.T) {
 				inWindow++
 				if a.uid != o.uid {
 					missed++
-					t.Errorf("a request inside pod %s's binding was answered for %q", o.uid, a.uid)
+					t.Errorf("a request inside pod %s's binding was answered for %q (%s)", o.uid, a.uid, a.why)
 				}
 			}
 		}
@@ -154,29 +157,32 @@ func (n *node) metabindOnly(command, containerID string, p *pod, cniArgs string,
 }
 
 // tokenPodUID asks for an access token from inside p and returns the pod
-// UID it is bound to ("" when there is no token).
-func tokenPodUID(p *pod) string {
+// UID it is bound to, or "" and what came instead.
+func tokenPodUID(p *pod) (uid, why string) {
 	code, body, err := p.metadataGet("/computeMetadata/v1/instance/service-accounts/default/token")
-	if err != nil || code != 200 {
-		return ""
+	if err != nil {
+		return "", err.Error()
+	}
+	if code != 200 {
+		return "", fmt.Sprintf("%d %q", code, body)
 	}
 	var tok struct {
 		AccessToken string `json:"access_token"`
 	}
-	if json.Unmarshal([]byte(body), &tok) != nil {
-		return ""
+	if err := json.Unmarshal([]byte(body), &tok); err != nil {
+		return "", "token response: " + err.Error()
 	}
 	parts := strings.Split(tok.AccessToken, ".")
 	if len(parts) != 3 {
-		return ""
+		return "", "access token is not a JWT"
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return ""
+		return "", "access token: " + err.Error()
 	}
 	var claims k8sClaims
-	if json.Unmarshal(payload, &claims) != nil {
-		return ""
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		return "", "access token claims: " + err.Error()
 	}
-	return claims.Kubernetes.Pod.UID
+	return claims.Kubernetes.Pod.UID, ""
 }
