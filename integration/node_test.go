@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -42,7 +43,8 @@ type node struct {
 	list     *libcni.NetworkConfigList
 	// unbound is a ptp network without metabind: its pods stand for pods
 	// created before metabind was installed, or whose ADD failed.
-	unbound *libcni.NetworkConfigList
+	unbound    *libcni.NetworkConfigList
+	responders int // responder processes started, for their log files
 }
 
 // chain is the main plugin in front of metabind.
@@ -246,9 +248,14 @@ func (n *node) pluginLog() string {
 	return string(b)
 }
 
+// responderLog is everything every responder of this node logged.
 func (n *node) responderLog() string {
-	b, _ := os.ReadFile(filepath.Join(n.dir, "responder.log"))
-	return string(b)
+	var all strings.Builder
+	for i := 1; i <= n.responders; i++ {
+		b, _ := os.ReadFile(filepath.Join(n.dir, fmt.Sprintf("responder-%d.log", i)))
+		all.Write(b)
+	}
+	return all.String()
 }
 
 // startResponder runs the real responder binary in the node netns and waits
@@ -259,7 +266,8 @@ func (n *node) startResponder(t *testing.T, config string) *exec.Cmd {
 	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logPath := filepath.Join(n.dir, "responder.log")
+	n.responders++
+	logPath := filepath.Join(n.dir, fmt.Sprintf("responder-%d.log", n.responders))
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -330,4 +338,13 @@ func (n *node) startNodeMetadataServer(t *testing.T) {
 // httpClient makes connections from inside the node netns.
 func (n *node) httpClient() *http.Client {
 	return nsHTTPClient(n.ns, nil)
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -33,10 +33,7 @@ func TestAttackIPReuseRace(t *testing.T) {
 	// the per-caller rate limit, which would answer them 429.
 	n.startResponder(t, responderConfig+"limits: {requestsPerSecond: 10000, burst: 100000}\n")
 	p := n.addUnboundPod(t, "race", "holder")
-	prev, err := json.Marshal(p.result)
-	if err != nil {
-		t.Fatal(err)
-	}
+	prev := mustJSON(t, p.result)
 	cycles := 2000
 	if v, err := strconv.Atoi(os.Getenv("METABIND_RACE_CYCLES")); err == nil && v > 0 {
 		cycles = v
@@ -144,15 +141,24 @@ func TestAttackIPReuseRace(t *testing.T) {
 // metabindOnly runs the metabind binary for one verb as a runtime would,
 // with prevResult, on the node.
 func (n *node) metabindOnly(command, containerID string, p *pod, cniArgs string, prevResult []byte) error {
-	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "race", "type": "metabind", "stateDir": %q, "logFile": %q, "prevResult": %s}`,
-		n.stateDir, n.logFile, prevResult)
-	args := &invoke.Args{Command: command, ContainerID: containerID, NetNS: p.ns.Path(), IfName: "eth0", PluginArgsStr: cniArgs, Path: binDir}
+	return n.invokeMetabind(command, containerID, p.ns.Path(), cniArgs, fmt.Sprintf(`"prevResult": %s`, prevResult))
+}
+
+// invokeMetabind runs the metabind binary on the node with the test's
+// netconf plus extra (JSON members).
+func (n *node) invokeMetabind(command, containerID, netns, cniArgs, extra string) error {
+	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "race", "type": "metabind", "stateDir": %q, "logFile": %q`, n.stateDir, n.logFile)
+	if extra != "" {
+		conf += ", " + extra
+	}
+	conf += "}"
+	args := &invoke.Args{Command: command, ContainerID: containerID, NetNS: netns, IfName: "eth0", PluginArgsStr: cniArgs, Path: binDir}
 	return n.ns.Do(func(ns.NetNS) error {
-		_, err := invoke.ExecPluginWithResult(context.Background(), binDir+"/metabind", []byte(conf), args, nil)
-		if command == "DEL" && err != nil && strings.Contains(err.Error(), "unexpected end of JSON input") {
-			return nil // DEL prints no result
+		if command == "ADD" {
+			_, err := invoke.ExecPluginWithResult(context.Background(), binDir+"/metabind", []byte(conf), args, nil)
+			return err
 		}
-		return err
+		return invoke.ExecPluginWithoutResult(context.Background(), binDir+"/metabind", []byte(conf), args, nil)
 	})
 }
 

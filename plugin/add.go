@@ -2,7 +2,11 @@ package plugin
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 
@@ -44,8 +48,7 @@ func (p *Plugin) add(c *call) error {
 	if err != nil {
 		return err
 	}
-	baseOK, err := rd.BaseInstalled()
-	if err != nil {
+	if err := p.ensureBase(c, rd); err != nil {
 		return err
 	}
 	want := p.bindings(c, ips, side)
@@ -57,13 +60,6 @@ func (p *Plugin) add(c *call) error {
 		replaced   []string
 	)
 	err = p.update(c, func(tx *store.Tx) error {
-		if !baseOK {
-			// The first ADD on a node; under the lock so that two first
-			// ADDs do not both insert the jumps.
-			if err := rd.EnsureBase(); err != nil {
-				return err
-			}
-		}
 		prior, err := tx.ByAttachment(c.attachment())
 		if err != nil {
 			return err
@@ -141,6 +137,47 @@ func (p *Plugin) add(c *call) error {
 	p.checkpoint("add:rules-added")
 	c.note("ips", ips, "hostInterface", side.Name, "bridged", side.Bridged, "podUID", c.pod.K8S_POD_UID)
 	return printResult(c)
+}
+
+// setupTimeout bounds the wait for another ADD's one-time iptables set-up.
+const setupTimeout = 30 * time.Second
+
+// ensureBase makes sure the chains and jumps are installed: two checks on
+// every ADD, and on a node's first ADD the set-up itself. The set-up has a
+// lock of its own (never the store's): one ADD takes it exclusively and
+// installs; the ADDs that arrive meanwhile wait for it shared, so they all
+// go on together the moment it is done, each after its own two checks.
+func (p *Plugin) ensureBase(c *call, rd *redirect.Redirect) error {
+	if ok, err := rd.BaseInstalled(); err != nil || ok {
+		return err
+	}
+	if err := os.MkdirAll(c.conf.StateDir, 0o700); err != nil {
+		return err
+	}
+	path := filepath.Join(c.conf.StateDir, "iptables.lock")
+	deadline := time.Now().Add(setupTimeout)
+	for {
+		if lock, err := store.LockFile(path, true, 0); err == nil {
+			defer lock.Close()
+			if ok, err := rd.BaseInstalled(); err != nil || ok {
+				return err
+			}
+			c.note("setUp", "chains and jumps")
+			return rd.EnsureBase()
+		}
+		// Someone is setting up: wait until they are done, then look.
+		lock, err := store.LockFile(path, false, time.Until(deadline))
+		if err != nil {
+			return err
+		}
+		lock.Close()
+		if ok, err := rd.BaseInstalled(); err != nil || ok {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("iptables set-up did not complete within %v", setupTimeout)
+		}
+	}
 }
 
 // bindings are the records an ADD writes, one per IP.

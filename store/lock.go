@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -63,3 +64,16 @@ func lockGate(path string, exclusive bool, timeout time.Duration) (*gate, error)
 
 // unlock releases the gate; closing the file drops the flock.
 func (g *gate) unlock() error { return g.f.Close() }
+
+// LockFile takes an flock on path (created if needed), exclusive or
+// shared, waiting at most timeout (0: one try), with the same short polling
+// as the store's own gate; ErrBusy when it runs out. Close the result to
+// release it. The plugin guards its one-time iptables set-up with it, so
+// that set-up never holds the store's lock.
+func LockFile(path string, exclusive bool, timeout time.Duration) (io.Closer, error) {
+	g, err := lockGate(path, exclusive, timeout)
+	if err != nil {
+		return nil, err
+	}
+	return g.f, nil
+}
