@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"net"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/metabind/metabind/store"
 )
@@ -144,10 +146,17 @@ func addAddress(t *testing.T, podNS ns.NetNS, ip netip.Addr) {
 		if err != nil {
 			return err
 		}
-		addr, _ := netlink.ParseAddr(ip.String() + "/32")
+		addr := &netlink.Addr{IPNet: netipNet(ip), Flags: unix.IFA_F_NODAD}
 		return netlink.AddrAdd(link, addr)
 	})
 	if err != nil {
 		t.Fatalf("add %s in pod: %v", ip, err)
 	}
+}
+
+// addAddress6 adds an IPv6 address usable at once (no duplicate detection).
+func addAddress6(t *testing.T, p *pod, ip netip.Addr) { addAddress(t, p.ns, ip) }
+
+func netipNet(ip netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())}
 }

@@ -44,7 +44,8 @@ type node struct {
 	// unbound is a ptp network without metabind: its pods stand for pods
 	// created before metabind was installed, or whose ADD failed.
 	unbound    *libcni.NetworkConfigList
-	responders int // responder processes started, for their log files
+	responders int    // responder processes started, for their log files
+	listen     string // the responder's --listen
 }
 
 // chain is the main plugin in front of metabind.
@@ -53,13 +54,26 @@ type chain struct {
 	subnet string
 	// rangeStart/rangeEnd narrow host-local's pool (both empty: whole subnet).
 	rangeStart, rangeEnd string
+	// subnet6 makes the pods dual stack, and metabind bind their IPv6
+	// addresses too (metadataAddress6).
+	subnet6 string
 }
+
+// IPv6 addresses of the dual-stack set-up.
+const (
+	metadataAddr6  = "[fd00:ec2::254]:80"
+	responderAddr6 = "[fd00:ec2::252]:988"
+)
 
 func (c chain) mainPlugin(dir string) string {
 	ipam := fmt.Sprintf(`{"type": "host-local", "dataDir": %q, "routes": [{"dst": "0.0.0.0/0"}],
 		"ranges": [[{"subnet": %q, "rangeStart": %q, "rangeEnd": %q}]]}`,
 		filepath.Join(dir, "ipam"), c.subnet, c.rangeStart, c.rangeEnd)
 	ipam = strings.ReplaceAll(strings.ReplaceAll(ipam, `, "rangeStart": ""`, ""), `, "rangeEnd": ""`, "")
+	if c.subnet6 != "" {
+		ipam = strings.Replace(ipam, `]]}`, fmt.Sprintf(`], [{"subnet": %q}]]}`, c.subnet6), 1)
+		ipam = strings.Replace(ipam, `{"dst": "0.0.0.0/0"}`, `{"dst": "0.0.0.0/0"}, {"dst": "::/0"}`, 1)
+	}
 	switch c.name {
 	case "bridge":
 		return fmt.Sprintf(`{"type": "bridge", "bridge": "mbtest0", "isGateway": true, "ipMasq": false, "ipam": %s}`, ipam)
@@ -92,9 +106,15 @@ func newNode(t *testing.T, c chain) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dual := ""
+	n.listen = responderAddr
+	if c.subnet6 != "" {
+		dual = fmt.Sprintf(`, "metadataAddress6": %q, "responderAddress6": %q`, metadataAddr6, responderAddr6)
+		n.listen += "," + responderAddr6
+	}
 	conflist := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "metabind-test", "plugins": [%s,
-		{"type": "metabind", "stateDir": %q, "logFile": %q, "capabilities": {"io.kubernetes.cri.pod-annotations": true}}]}`,
-		c.mainPlugin(n.dir), n.stateDir, n.logFile)
+		{"type": "metabind", "stateDir": %q, "logFile": %q%s, "capabilities": {"io.kubernetes.cri.pod-annotations": true}}]}`,
+		c.mainPlugin(n.dir), n.stateDir, n.logFile, dual)
 	n.list, err = libcni.ConfListFromBytes([]byte(conflist))
 	if err != nil {
 		t.Fatalf("conflist: %v\n%s", err, conflist)
@@ -122,6 +142,7 @@ type pod struct {
 	ns                   ns.NetNS
 	rt                   *libcni.RuntimeConf
 	ip                   netip.Addr
+	ip6                  netip.Addr      // dual stack only
 	result               *current.Result // what the conflist's ADD returned
 }
 
@@ -200,6 +221,8 @@ func (n *node) addPodWith(list *libcni.NetworkConfigList, podNS ns.NetNS, namesp
 	for _, ipc := range res.IPs {
 		if ip, ok := netip.AddrFromSlice(ipc.Address.IP.To4()); ok {
 			p.ip = ip
+		} else if ip, ok := netip.AddrFromSlice(ipc.Address.IP); ok {
+			p.ip6 = ip
 		}
 	}
 	if !p.ip.IsValid() {
@@ -273,7 +296,7 @@ func (n *node) startResponder(t *testing.T, config string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("nsenter", "--net="+n.ns.Path(), "--", filepath.Join(binDir, "metabind-responder"),
-		"--state-dir", n.stateDir, "--listen", responderAddr, "--config", cfg)
+		"--state-dir", n.stateDir, "--listen", n.listen, "--config", cfg)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -44,14 +44,17 @@ func (p *Plugin) add(c *call) error {
 	if c.pod.K8S_POD_NAME == "" {
 		c.note("warning", "CNI_ARGS carry no K8S_POD_NAME: the binding matches no identity rule")
 	}
-	rd, err := p.NewRedirect(c.conf.Metadata, c.conf.Responder)
-	if err != nil {
-		return err
+	rds := p.redirects(c)
+	for _, ip := range ips {
+		rd, err := rds.For(ip)
+		if err != nil {
+			return err
+		}
+		if err := p.ensureBase(c, rd, family(ip)); err != nil {
+			return err
+		}
 	}
-	if err := p.ensureBase(c, rd); err != nil {
-		return err
-	}
-	want := p.bindings(c, ips, side)
+	want := p.bindings(c, ips, side, rds)
 
 	// 1. The bindings, in one transaction.
 	var (
@@ -104,10 +107,13 @@ func (p *Plugin) add(c *call) error {
 
 	// 2. The redirect: the new rules, then away with the ones they replace.
 	var added []redirect.Rule
-	rd.AfterPiece = func() { p.checkpoint("add:first-rule-piece") }
 	err = func() error {
 		for _, b := range want {
 			r := ruleOf(b)
+			rd, err := rds.For(b.IP)
+			if err != nil {
+				return err
+			}
 			if hadRule[b.IP] {
 				fresh, err := rd.Add(r)
 				if fresh {
@@ -124,6 +130,10 @@ func (p *Plugin) add(c *call) error {
 			added = append(added, r)
 		}
 		for _, old := range superseded {
+			rd, err := rds.For(old.IP)
+			if err != nil {
+				return err
+			}
 			if err := rd.Remove(ruleOf(old)); err != nil {
 				return err
 			}
@@ -131,7 +141,7 @@ func (p *Plugin) add(c *call) error {
 		return nil
 	}()
 	if err != nil {
-		p.takeBack(c, want, rd, added)
+		p.takeBack(c, want, rds, added)
 		return err
 	}
 	p.checkpoint("add:rules-added")
@@ -147,14 +157,14 @@ const setupTimeout = 30 * time.Second
 // lock of its own (never the store's): one ADD takes it exclusively and
 // installs; the ADDs that arrive meanwhile wait for it shared, so they all
 // go on together the moment it is done, each after its own two checks.
-func (p *Plugin) ensureBase(c *call, rd *redirect.Redirect) error {
+func (p *Plugin) ensureBase(c *call, rd *redirect.Redirect, family int) error {
 	if ok, err := rd.BaseInstalled(); err != nil || ok {
 		return err
 	}
 	if err := os.MkdirAll(c.conf.StateDir, 0o700); err != nil {
 		return err
 	}
-	path := filepath.Join(c.conf.StateDir, "iptables.lock")
+	path := filepath.Join(c.conf.StateDir, []string{"iptables.lock", "ip6tables.lock"}[family])
 	deadline := time.Now().Add(setupTimeout)
 	for {
 		if lock, err := store.LockFile(path, true, 0); err == nil {
@@ -181,7 +191,7 @@ func (p *Plugin) ensureBase(c *call, rd *redirect.Redirect) error {
 }
 
 // bindings are the records an ADD writes, one per IP.
-func (p *Plugin) bindings(c *call, ips []netip.Addr, side hostSide) []store.Binding {
+func (p *Plugin) bindings(c *call, ips []netip.Addr, side hostSide, rds *Redirects) []store.Binding {
 	created := p.Now().UTC()
 	out := make([]store.Binding, len(ips))
 	for i, ip := range ips {
@@ -192,7 +202,7 @@ func (p *Plugin) bindings(c *call, ips []netip.Addr, side hostSide) []store.Bind
 			NetNS:            c.args.Netns,
 			HostInterface:    side.Name,
 			Bridged:          side.Bridged,
-			Responder:        c.conf.Responder,
+			Responder:        rds.Responder(ip),
 			Namespace:        string(c.pod.K8S_POD_NAMESPACE),
 			Pod:              string(c.pod.K8S_POD_NAME),
 			PodUID:           string(c.pod.K8S_POD_UID),
@@ -207,7 +217,7 @@ func (p *Plugin) bindings(c *call, ips []netip.Addr, side hostSide) []store.Bind
 // takeBack undoes a failed ADD: its bindings (where this attachment still
 // holds them) and the rules it added. Failures are logged; the runtime's
 // DEL after a failed ADD cleans up what is left.
-func (p *Plugin) takeBack(c *call, want []store.Binding, rd *redirect.Redirect, added []redirect.Rule) {
+func (p *Plugin) takeBack(c *call, want []store.Binding, rds *Redirects, added []redirect.Rule) {
 	err := p.update(c, func(tx *store.Tx) error {
 		for _, b := range want {
 			cur, ok, err := tx.Get(b.IP)
@@ -226,7 +236,11 @@ func (p *Plugin) takeBack(c *call, want []store.Binding, rd *redirect.Redirect, 
 		c.note("takeBackBindingsError", err.Error())
 	}
 	for _, r := range added {
-		if err := rd.Remove(r); err != nil {
+		rd, err := rds.For(r.IP)
+		if err == nil {
+			err = rd.Remove(r)
+		}
+		if err != nil {
 			c.note("takeBackRuleError", err.Error())
 		}
 	}

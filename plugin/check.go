@@ -27,12 +27,15 @@ func (p *Plugin) check(c *call) error {
 	}); err != nil {
 		return err
 	}
-	rd, err := p.NewRedirect(c.conf.Metadata, c.conf.Responder)
-	if err != nil {
-		return err
-	}
-	if err := rd.CheckBase(); err != nil {
-		return err
+	rds := p.redirects(c)
+	for _, ip := range ips {
+		rd, err := rds.For(ip)
+		if err != nil {
+			return err
+		}
+		if err := rd.CheckBase(); err != nil {
+			return err
+		}
 	}
 	if len(bindings) != len(ips) {
 		return fmt.Errorf("store binds %d IPs to %s, prevResult has %d", len(bindings), c.attachment(), len(ips))
@@ -44,6 +47,10 @@ func (p *Plugin) check(c *call) error {
 		if b.HostInterface != side.Name || b.Bridged != side.Bridged {
 			return fmt.Errorf("binding of %s names host interface %s (bridged %v), the pod's is %s (bridged %v)",
 				b.IP, b.HostInterface, b.Bridged, side.Name, side.Bridged)
+		}
+		rd, err := rds.For(b.IP)
+		if err != nil {
+			return err
 		}
 		ok, err := rd.Has(ruleOf(b))
 		if err != nil {

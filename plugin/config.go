@@ -20,6 +20,9 @@ const (
 	DefaultMetadataAddress  = "169.254.169.254:80"
 	DefaultResponderAddress = "169.254.169.252:988"
 	DefaultLogFile          = "/var/log/metabind/cni.log"
+	// DefaultResponderAddress6 is used when metadataAddress6 is set and
+	// responderAddress6 is not.
+	DefaultResponderAddress6 = "[fd00:ec2::252]:988"
 )
 
 // PodAnnotationsCapability is the runtimeConfig key through which containerd
@@ -34,14 +37,20 @@ type NetConf struct {
 	MetadataAddress  string `json:"metadataAddress,omitempty"`
 	ResponderAddress string `json:"responderAddress,omitempty"`
 	LogFile          string `json:"logFile,omitempty"`
+	// IPv6 (dual stack): pods' IPv6 addresses are bound and redirected
+	// only when metadataAddress6 is set.
+	MetadataAddress6  string `json:"metadataAddress6,omitempty"`
+	ResponderAddress6 string `json:"responderAddress6,omitempty"`
 
 	RuntimeConfig struct {
 		PodAnnotations map[string]string `json:"io.kubernetes.cri.pod-annotations,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
 
-	Metadata  netip.AddrPort  `json:"-"`
-	Responder netip.AddrPort  `json:"-"`
-	Result    *current.Result `json:"-"` // prevResult, when the runtime sent one
+	Metadata   netip.AddrPort  `json:"-"`
+	Responder  netip.AddrPort  `json:"-"`
+	Metadata6  netip.AddrPort  `json:"-"` // zero: IPv4 only
+	Responder6 netip.AddrPort  `json:"-"`
+	Result     *current.Result `json:"-"` // prevResult, when the runtime sent one
 	// ResultErr is why prevResult could not be read. ADD and CHECK refuse
 	// it; DEL, which needs no prevResult, goes on without.
 	ResultErr error `json:"-"`
@@ -69,6 +78,22 @@ func ParseConfig(stdin []byte) (*NetConf, error) {
 	}
 	if conf.Metadata == conf.Responder {
 		return nil, fmt.Errorf("netconf responderAddress %q: must differ from metadataAddress", conf.ResponderAddress)
+	}
+	if conf.MetadataAddress6 != "" {
+		if conf.ResponderAddress6 == "" {
+			conf.ResponderAddress6 = DefaultResponderAddress6
+		}
+		if conf.Metadata6, err = parseAddress6("metadataAddress6", conf.MetadataAddress6); err != nil {
+			return nil, err
+		}
+		if conf.Responder6, err = parseAddress6("responderAddress6", conf.ResponderAddress6); err != nil {
+			return nil, err
+		}
+		if conf.Metadata6 == conf.Responder6 {
+			return nil, fmt.Errorf("netconf responderAddress6 %q: must differ from metadataAddress6", conf.ResponderAddress6)
+		}
+	} else if conf.ResponderAddress6 != "" {
+		return nil, fmt.Errorf("netconf responderAddress6 %q: set metadataAddress6 too, or neither", conf.ResponderAddress6)
 	}
 	if conf.RawPrevResult != nil {
 		conf.Result, conf.ResultErr = parsePrevResult(&conf.NetConf)
@@ -98,7 +123,22 @@ func parseAddress(key, value string) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("netconf %s %q: want IPv4:port, e.g. %q: %w", key, value, DefaultMetadataAddress, err)
 	}
 	if !ap.Addr().Is4() {
-		return netip.AddrPort{}, fmt.Errorf("netconf %s %q: must be an IPv4 address (IPv6 comes with a separate key)", key, value)
+		return netip.AddrPort{}, fmt.Errorf("netconf %s %q: must be an IPv4 address (IPv6 has its own key, %s6)", key, value, key)
+	}
+	if ap.Port() == 0 {
+		return netip.AddrPort{}, fmt.Errorf("netconf %s %q: port must not be 0", key, value)
+	}
+	return ap, nil
+}
+
+// parseAddress6 accepts an [IPv6]:port with a non-zero port.
+func parseAddress6(key, value string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(value)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("netconf %s %q: want [IPv6]:port, e.g. %q: %w", key, value, "[fd00:ec2::254]:80", err)
+	}
+	if !ap.Addr().Is6() || ap.Addr().Is4In6() || ap.Addr().Zone() != "" {
+		return netip.AddrPort{}, fmt.Errorf("netconf %s %q: must be an IPv6 address without zone", key, value)
 	}
 	if ap.Port() == 0 {
 		return netip.AddrPort{}, fmt.Errorf("netconf %s %q: port must not be 0", key, value)

@@ -41,7 +41,7 @@ func TestParseConfigFull(t *testing.T) {
 	if conf.RuntimeConfig.PodAnnotations["team"] != "payments" {
 		t.Fatalf("annotations: %v", conf.RuntimeConfig.PodAnnotations)
 	}
-	ips := podIPs(conf.Result, "eth0")
+	ips := podIPs(conf.Result, "eth0", false)
 	if len(ips) != 1 || ips[0].String() != "10.1.0.5" {
 		t.Fatalf("podIPs(eth0) = %v, want only the IPv4 address on eth0", ips)
 	}
@@ -57,6 +57,10 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{`{"responderAddress":"169.254.169.252:0"}`, "responderAddress"},
 		{`{"responderAddress":"169.254.169.254:80"}`, "responderAddress"},
 		{`{"stateDir": 5}`, "stateDir"},
+		{`{"metadataAddress6":"169.254.169.254:80"}`, "metadataAddress6"},
+		{`{"metadataAddress6":"[fd00:ec2::254]"}`, "metadataAddress6"},
+		{`{"metadataAddress6":"[fd00:ec2::254]:80","responderAddress6":"[fd00:ec2::254]:80"}`, "responderAddress6"},
+		{`{"responderAddress6":"[fd00:ec2::252]:988"}`, "responderAddress6"},
 		{`{not json`, "parse netconf"},
 	} {
 		_, err := ParseConfig([]byte(`{"cniVersion":"1.1.0","name":"n","type":"metabind",` + strings.TrimPrefix(tc.conf, "{")))
@@ -96,5 +100,19 @@ func TestBadPrevResultIsKeptForADDToRefuse(t *testing.T) {
 	}
 	if conf.Result != nil || conf.ResultErr == nil || !strings.Contains(conf.ResultErr.Error(), "prevResult") {
 		t.Fatalf("Result %v, ResultErr %v", conf.Result, conf.ResultErr)
+	}
+}
+
+func TestParseConfigDualStack(t *testing.T) {
+	conf, err := ParseConfig([]byte(`{"cniVersion":"1.1.0","name":"n","type":"metabind","metadataAddress6":"[fd00:ec2::254]:80",
+		"prevResult":` + ptpPrevResult + `}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if conf.Metadata6.String() != "[fd00:ec2::254]:80" || conf.Responder6.String() != DefaultResponderAddress6 {
+		t.Fatalf("IPv6 addresses: %v %v", conf.Metadata6, conf.Responder6)
+	}
+	if ips := podIPs(conf.Result, "eth0", true); len(ips) != 2 || ips[1].String() != "fd00::5" {
+		t.Fatalf("dual-stack podIPs = %v", ips)
 	}
 }

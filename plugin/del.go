@@ -56,20 +56,31 @@ func (p *Plugin) del(c *call) error {
 		c.note("removed", 0) // the sandbox is gone and so is everything we had
 		return nil
 	}
-	rd, err := p.NewRedirect(c.conf.Metadata, c.conf.Responder)
-	if err != nil {
-		return err
-	}
+	rds := p.redirects(c)
 	if len(bindings) == 0 {
 		// Nothing recorded, but an ADD that died between its commit and
 		// its rule, or lost state, may have left a rule: find it by its
 		// comment.
-		n, err := rd.RemoveByComment(c.args.ContainerID, c.args.IfName)
-		c.note("removed", 0, "rulesFoundByComment", n)
-		return err
+		all, err := rds.All()
+		if err != nil {
+			return err
+		}
+		found := 0
+		for _, rd := range all {
+			n, err := rd.RemoveByComment(c.args.ContainerID, c.args.IfName)
+			found += n
+			if err != nil {
+				return err
+			}
+		}
+		c.note("removed", 0, "rulesFoundByComment", found)
+		return nil
 	}
-	rd.AfterPiece = func() { p.checkpoint("del:first-rule-piece") }
 	for _, b := range bindings {
+		rd, err := rds.For(b.IP)
+		if err != nil {
+			return err
+		}
 		if err := rd.Remove(ruleOf(b)); err != nil {
 			return err
 		}

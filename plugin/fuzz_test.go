@@ -35,7 +35,7 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("bad addresses accepted: %v %v", conf.Metadata, conf.Responder)
 		}
 		if conf.Result != nil {
-			for _, ip := range podIPs(conf.Result, "eth0") {
+			for _, ip := range podIPs(conf.Result, "eth0", false) {
 				if !ip.Is4() {
 					t.Fatalf("podIPs returned %v", ip)
 				}

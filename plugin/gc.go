@@ -32,12 +32,8 @@ func (p *Plugin) gc(c *call) error {
 		c.note("collected", 0, "reason", "no cni.dev/valid-attachments in the request")
 		return nil
 	}
-	rd, err := p.NewRedirect(c.conf.Metadata, c.conf.Responder)
-	if err != nil {
-		return err
-	}
 	keep := func(b store.Binding) bool { return valid[b.Attachment()] }
-	rep, err := Reconcile(c.conf.StateDir, p.LockTimeout, rd, keep, false, p.Now())
+	rep, err := Reconcile(c.conf.StateDir, p.LockTimeout, p.redirects(c), keep, false, p.Now())
 	c.note("removedBindings", len(rep.RemovedBindings), "removedRules", len(rep.RemovedRules), "restoredRules", len(rep.RestoredRules))
 	if err != nil {
 		return err

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -72,6 +73,7 @@ type call struct {
 	log  *slog.Logger
 	// attrs are what the verb did, for its one log line.
 	attrs []any
+	verb  string // "add", "del", ...: names the crash checkpoints
 }
 
 // note adds key/value pairs to the verb's log line.
@@ -96,7 +98,7 @@ func (p *Plugin) run(verb string, args *skel.CmdArgs, fn func(*call) error) erro
 	log, closer := openLog(conf.LogFile, args)
 	defer closer.Close()
 	log = log.With("pod", string(pod.K8S_POD_NAMESPACE)+"/"+string(pod.K8S_POD_NAME))
-	c := &call{args: args, conf: conf, pod: pod, log: log}
+	c := &call{args: args, conf: conf, pod: pod, log: log, verb: strings.ToLower(verb)}
 	err = fn(c)
 	attrs := append([]any{"verb", verb, "ms", float64(time.Since(start).Microseconds()) / 1000}, c.attrs...)
 	if err != nil {
@@ -133,9 +135,17 @@ func ruleOf(b store.Binding) redirect.Rule {
 	}
 }
 
+// redirects are the iptables sides of this call's netconf.
+func (p *Plugin) redirects(c *call) *Redirects {
+	rds := NewRedirects(c.conf, p.NewRedirect)
+	rds.AfterPiece = func() { p.checkpoint(c.verb + ":first-rule-piece") }
+	return rds
+}
+
 // podInterface reads what ADD and CHECK need from prevResult: the pod's
-// IPv4 addresses on CNI_IFNAME and the node end of its veth. With no
-// address there is nothing to bind and no error.
+// addresses on CNI_IFNAME (IPv6 ones only when metadataAddress6 is set)
+// and the node end of its veth. With no address there is nothing to bind
+// and no error.
 func podInterface(c *call) ([]netip.Addr, hostSide, error) {
 	if c.conf.ResultErr != nil {
 		return nil, hostSide{}, c.conf.ResultErr
@@ -143,7 +153,7 @@ func podInterface(c *call) ([]netip.Addr, hostSide, error) {
 	if c.conf.Result == nil {
 		return nil, hostSide{}, errNoPrevResult
 	}
-	ips := podIPs(c.conf.Result, c.args.IfName)
+	ips := podIPs(c.conf.Result, c.args.IfName, c.conf.Metadata6.IsValid())
 	if len(ips) == 0 {
 		return nil, hostSide{}, nil
 	}
@@ -151,8 +161,9 @@ func podInterface(c *call) ([]netip.Addr, hostSide, error) {
 	return ips, side, err
 }
 
-// podIPs returns the IPv4 addresses prevResult assigns to ifName in the pod.
-func podIPs(result *current.Result, ifName string) []netip.Addr {
+// podIPs returns the addresses prevResult assigns to ifName in the pod:
+// IPv4, and IPv6 with ipv6.
+func podIPs(result *current.Result, ifName string, ipv6 bool) []netip.Addr {
 	var out []netip.Addr
 	for _, ipc := range result.IPs {
 		if ipc.Interface != nil {
@@ -166,8 +177,8 @@ func podIPs(result *current.Result, ifName string) []netip.Addr {
 			continue
 		}
 		ip = ip.Unmap()
-		if !ip.Is4() {
-			continue // IPv6 needs its own metadata address: a later change
+		if ip.Is6() && (!ipv6 || ip.IsLinkLocalUnicast()) {
+			continue // IPv6 needs metadataAddress6; link-local never reaches it
 		}
 		if !contains(out, ip) {
 			out = append(out, ip)

@@ -25,7 +25,7 @@ const settle = 30 * time.Second
 // agreement: bindings that keep rejects go, with their rules; rules with no
 // binding go; bindings whose rules are missing get them back. With dryRun it
 // only reports. It keeps going past errors and returns them in the report.
-func Reconcile(stateDir string, lockTimeout time.Duration, rd *redirect.Redirect, keep func(store.Binding) bool, dryRun bool, now time.Time) (Report, error) {
+func Reconcile(stateDir string, lockTimeout time.Duration, rds *Redirects, keep func(store.Binding) bool, dryRun bool, now time.Time) (Report, error) {
 	var rep Report
 	st, err := store.Open(stateDir, lockTimeout)
 	if err != nil {
@@ -59,12 +59,33 @@ func Reconcile(stateDir string, lockTimeout time.Duration, rd *redirect.Redirect
 		return rep, err
 	}
 
-	owned, err := rd.ListOwned()
+	// The per-pod rules of every configured family; a binding of a family
+	// that is not configured (any more) cannot be checked or restored.
+	all, err := rds.All()
 	if err != nil {
 		return rep, err
 	}
+	var owned []redirect.Owned
+	ownedBy := map[int]*redirect.Redirect{} // index in owned -> its family's redirect
+	for _, rd := range all {
+		found, err := rd.ListOwned()
+		if err != nil {
+			return rep, err
+		}
+		for _, o := range found {
+			ownedBy[len(owned)] = rd
+			owned = append(owned, o)
+		}
+	}
+	checked := live[:0:0]
+	for _, b := range live {
+		if rds.Configured(b.IP) {
+			checked = append(checked, b)
+		}
+	}
+	live = checked
 	present := make([]int, len(live)) // pieces of each live binding found
-	for _, o := range owned {
+	for j, o := range owned {
 		ok := false
 		for i, b := range live {
 			if o.Is(ruleOf(b)) {
@@ -77,7 +98,7 @@ func Reconcile(stateDir string, lockTimeout time.Duration, rd *redirect.Redirect
 		}
 		rep.RemovedRules = append(rep.RemovedRules, o)
 		if !dryRun {
-			if err := rd.Delete(o); err != nil {
+			if err := ownedBy[j].Delete(o); err != nil {
 				rep.Errors = append(rep.Errors, err)
 			}
 		}
@@ -88,7 +109,11 @@ func Reconcile(stateDir string, lockTimeout time.Duration, rd *redirect.Redirect
 		}
 		rep.RestoredRules = append(rep.RestoredRules, b)
 		if !dryRun {
-			if _, err := rd.Add(ruleOf(b)); err != nil {
+			rd, err := rds.For(b.IP)
+			if err == nil {
+				_, err = rd.Add(ruleOf(b))
+			}
+			if err != nil {
 				rep.Errors = append(rep.Errors, fmt.Errorf("restore rules of %s: %w", b.IP, err))
 			}
 		}

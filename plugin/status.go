@@ -30,7 +30,7 @@ func (p *Plugin) status(c *call) error {
 	if err != nil && !errors.Is(err, store.ErrBusy) {
 		return unavailable("binding store "+store.DBPath(c.conf.StateDir)+" cannot be read", err)
 	}
-	if _, err := p.NewRedirect(c.conf.Metadata, c.conf.Responder); err != nil {
+	if _, err := p.redirects(c).All(); err != nil {
 		return unavailable("iptables does not run", err)
 	}
 	return nil

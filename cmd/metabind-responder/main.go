@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,7 +29,7 @@ const (
 
 func main() {
 	stateDir := flag.String("state-dir", "/var/lib/metabind", "directory holding the binding store and the issuer's signing key")
-	listen := flag.String("listen", "169.254.169.252:988", "IP:port to serve on; the IP is added to a dummy link metabind0 if no interface has it")
+	listen := flag.String("listen", "169.254.169.252:988", "IP:port to serve on, or several separated by commas (dual stack: 169.254.169.252:988,[fd00:ec2::252]:988); each IP is added to a dummy link metabind0 if no interface has it")
 	configPath := flag.String("config", "/etc/metabind/responder.yaml", "responder configuration file (YAML or JSON)")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn or error")
 	flag.Parse()
@@ -49,9 +50,13 @@ func main() {
 }
 
 func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath string) error {
-	addr, err := netip.ParseAddrPort(listen)
-	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
+	var addrs []netip.AddrPort
+	for _, a := range strings.Split(listen, ",") {
+		addr, err := netip.ParseAddrPort(strings.TrimSpace(a))
+		if err != nil {
+			return fmt.Errorf("--listen %q: %w", a, err)
+		}
+		addrs = append(addrs, addr)
 	}
 	cfg, err := responder.LoadConfig(configPath)
 	if err != nil {
@@ -76,19 +81,23 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 		log.Info("binding store loaded", "stateDir", stateDir, "bindings", n)
 	}
 
-	addedTo, err := responder.EnsureListenAddress(addr.Addr())
-	if err != nil {
-		return fmt.Errorf("listen address %s: %w", addr.Addr(), err)
-	}
-	ln, err := net.Listen("tcp", addr.String())
-	if err != nil {
-		return err
+	var listeners []net.Listener
+	for _, addr := range addrs {
+		addedTo, err := responder.EnsureListenAddress(addr.Addr())
+		if err != nil {
+			return fmt.Errorf("listen address %s: %w", addr.Addr(), err)
+		}
+		ln, err := net.Listen("tcp", addr.String())
+		if err != nil {
+			return err
+		}
+		log.Info("listening", "listen", ln.Addr().String(), "addressAddedTo", addedTo)
+		listeners = append(listeners, ln)
 	}
 
 	srv := responder.NewServer(responder.NewHandler(cfg, view, iss, log), log)
-	log.Info("metabind-responder listening",
-		"listen", ln.Addr().String(),
-		"addressAddedTo", addedTo,
+	log.Info("metabind-responder serving",
+		"listen", listen,
 		"issuer", iss.URL(),
 		"kid", iss.KeyID(),
 		"keyCreated", keyCreated,
@@ -105,8 +114,10 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	served := make(chan error, len(listeners))
+	for _, ln := range listeners {
+		go func() { served <- srv.Serve(ln) }()
+	}
 wait:
 	for {
 		select {
@@ -124,8 +135,10 @@ wait:
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-		return err
+	for range listeners {
+		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
 	}
 	return nil
 }

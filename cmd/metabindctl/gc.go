@@ -1,11 +1,11 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"time"
 
@@ -26,25 +26,29 @@ func runGC(stateDir string, argv []string, stdout, stderr io.Writer) error {
 	dryRun := fs.Bool("dry-run", false, "report what gc would do, change nothing")
 	metadata := fs.String("metadata-address", plugin.DefaultMetadataAddress, "the netconf's metadataAddress")
 	responder := fs.String("responder-address", plugin.DefaultResponderAddress, "the netconf's responderAddress")
+	metadata6 := fs.String("metadata-address6", "", "the netconf's metadataAddress6, if set (dual stack)")
+	responder6 := fs.String("responder-address6", "", "the netconf's responderAddress6, if set")
 	if err := fs.Parse(argv); err != nil {
 		return errUsage
 	}
 	if fs.NArg() != 0 {
 		return fmt.Errorf("gc takes no arguments, got %q", fs.Args())
 	}
-	meta, err := netip.ParseAddrPort(*metadata)
-	if err != nil {
-		return fmt.Errorf("--metadata-address: %w", err)
-	}
-	resp, err := netip.ParseAddrPort(*responder)
-	if err != nil {
-		return fmt.Errorf("--responder-address: %w", err)
-	}
-	rd, err := redirect.New(meta, resp)
+	// The same parsing and checks as the plugin's netconf.
+	netconf, err := json.Marshal(map[string]string{
+		"cniVersion": "1.1.0", "name": "metabindctl", "type": "metabind", "stateDir": stateDir,
+		"metadataAddress": *metadata, "responderAddress": *responder,
+		"metadataAddress6": *metadata6, "responderAddress6": *responder6,
+	})
 	if err != nil {
 		return err
 	}
-	rep, err := plugin.Reconcile(stateDir, gcLockTimeout, rd, netnsExists, *dryRun, time.Now())
+	conf, err := plugin.ParseConfig(netconf)
+	if err != nil {
+		return err
+	}
+	rds := plugin.NewRedirects(conf, redirect.New)
+	rep, err := plugin.Reconcile(conf.StateDir, gcLockTimeout, rds, netnsExists, *dryRun, time.Now())
 	if err != nil {
 		return err
 	}

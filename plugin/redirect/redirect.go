@@ -31,10 +31,15 @@ type Redirect struct {
 	AfterPiece func()
 }
 
-// New returns a Redirect that runs iptables (waiting up to 5 s for the
-// xtables lock where the backend has one).
+// New returns a Redirect that runs iptables, or ip6tables for an IPv6
+// metadata address (waiting up to 5 s for the xtables lock where the
+// backend has one).
 func New(metadata, responder netip.AddrPort) (*Redirect, error) {
-	ipt, err := iptables.New(iptables.Timeout(5))
+	family := iptables.ProtocolIPv4
+	if metadata.Addr().Is6() {
+		family = iptables.ProtocolIPv6
+	}
+	ipt, err := iptables.New(iptables.IPFamily(family), iptables.Timeout(5))
 	if err != nil {
 		return nil, fmt.Errorf("iptables: %w", err)
 	}
