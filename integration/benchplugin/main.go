@@ -80,14 +80,14 @@ func run(pods int, binDir, cniDir string) error {
 		}
 	}
 	base, mb := chains[0], chains[1]
-	fmt.Printf("CNI ADD/DEL through libcni, %d pods per chain, alternating, one node netns\n\n", pods)
+	fmt.Printf("1. Plugin cost: CNI ADD/DEL through libcni, %d pods per chain, alternating, one node netns\n\n", pods)
 	fmt.Printf("%-26s %10s %10s %10s %10s\n", "chain", "ADD p50", "ADD p95", "DEL p50", "DEL p95")
 	for _, c := range chains {
 		fmt.Printf("%-26s %10s %10s %10s %10s\n", c.name, ms(pct(c.add, 50)), ms(pct(c.add, 95)), ms(pct(c.del, 50)), ms(pct(c.del, 95)))
 	}
 	fmt.Printf("%-26s %10s %10s %10s %10s\n", "metabind adds (p50 diff)",
 		ms(pct(mb.add, 50)-pct(base.add, 50)), "", ms(pct(mb.del, 50)-pct(base.del, 50)), "")
-	return nil
+	return writerUnderLoad(cni, node, mb.list, pods, binDir, dir)
 }
 
 func mustList(name string, plugins ...string) *libcni.NetworkConfigList {
