@@ -16,6 +16,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
+	"golang.org/x/sys/unix"
 
 	"github.com/metabind/metabind/plugin"
 	"github.com/metabind/metabind/store"
@@ -273,4 +274,38 @@ func TestConcurrentAddDel(t *testing.T) {
 	}
 	t.Logf("concurrency: %d pods, %d workers, %d ADD + %d DEL in %v: %d failed calls, %d wrong bindings, %d rule inconsistencies",
 		pods, workers, pods, pods/2, elapsed.Round(time.Millisecond), fails.Load(), wrong, len(bad))
+}
+
+// metabindctl gc: a pod whose netns vanished without a DEL (a crashed
+// runtime) is reported by --dry-run and collected by gc, rules included.
+func TestMetabindctlGC(t *testing.T) {
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.27.0/24"})
+	gone, kept := n.addPod(t, "payments", "api-1"), n.addPod(t, "web", "site-1")
+	if err := testutilsUnmount(gone); err != nil {
+		t.Fatal(err)
+	}
+	ctl := filepath.Join(binDir, "metabindctl")
+	dry := n.run(t, ctl, "--state-dir", n.stateDir, "gc", "--dry-run")
+	if !strings.Contains(dry, "would remove binding "+gone.ip.String()) || len(n.inconsistencies(t)) != 0 {
+		t.Fatalf("gc --dry-run:\n%s", dry)
+	}
+	if all, _ := store.ReadAll(n.stateDir, time.Second); len(all) != 2 {
+		t.Fatal("gc --dry-run changed the store")
+	}
+	out := n.run(t, ctl, "--state-dir", n.stateDir, "gc")
+	all, _ := store.ReadAll(n.stateDir, time.Second)
+	if len(all) != 1 || all[0].IP != kept.ip || len(n.inconsistencies(t)) != 0 || strings.Contains(n.natRules(t), gone.rt.ContainerID) {
+		t.Fatalf("after gc: %+v, %v\n%s", all, n.inconsistencies(t), out)
+	}
+}
+
+// testutilsUnmount makes a pod's netns vanish as a crashed runtime leaves
+// it: the bind mount and file gone, no DEL.
+func testutilsUnmount(p *pod) error {
+	path := p.ns.Path()
+	p.ns.Close()
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil {
+		return err
+	}
+	return os.Remove(path)
 }
