@@ -45,15 +45,6 @@ func (p *Plugin) add(c *call) error {
 		c.note("warning", "CNI_ARGS carry no K8S_POD_NAME: the binding matches no identity rule")
 	}
 	rds := p.redirects(c)
-	for _, ip := range ips {
-		rd, err := rds.For(ip)
-		if err != nil {
-			return err
-		}
-		if err := p.ensureBase(c, rd, family(ip)); err != nil {
-			return err
-		}
-	}
 	want := p.bindings(c, ips, side, rds)
 
 	// 1. The bindings, in one transaction.
@@ -106,40 +97,18 @@ func (p *Plugin) add(c *call) error {
 	}
 
 	// 2. The redirect: the new rules, then away with the ones they replace.
-	var added []redirect.Rule
-	err = func() error {
-		for _, b := range want {
-			r := ruleOf(b)
-			rd, err := rds.For(b.IP)
-			if err != nil {
-				return err
-			}
-			if hadRule[b.IP] {
-				fresh, err := rd.Add(r)
-				if fresh {
-					added = append(added, r)
-				}
-				if err != nil {
-					return err
-				}
-				continue
-			}
-			if err := rd.Append(r); err != nil {
-				return err
-			}
-			added = append(added, r)
-		}
+	added, err := p.redirect(c, rds, want, hadRule)
+	if err == nil {
 		for _, old := range superseded {
-			rd, err := rds.For(old.IP)
-			if err != nil {
-				return err
+			var rd *redirect.Redirect
+			if rd, err = rds.For(old.IP); err == nil {
+				err = rd.Remove(ruleOf(old))
 			}
-			if err := rd.Remove(ruleOf(old)); err != nil {
-				return err
+			if err != nil {
+				break
 			}
 		}
-		return nil
-	}()
+	}
 	if err != nil {
 		p.takeBack(c, want, rds, added)
 		return err
@@ -147,6 +116,59 @@ func (p *Plugin) add(c *call) error {
 	p.checkpoint("add:rules-added")
 	c.note("ips", ips, "hostInterface", side.Name, "bridged", side.Bridged, "podUID", c.pod.K8S_POD_UID)
 	return printResult(c)
+}
+
+// redirect installs the rules of want. The usual case is one
+// iptables-restore run per address family that also proves the base whole
+// (Redirect.AddBatch). When the batch is refused (the node's first ADD, a
+// base someone damaged, a retried ADD whose rules may exist) it sets the
+// base up and adds rule by rule, each piece checked first. It returns the
+// rules it added.
+func (p *Plugin) redirect(c *call, rds *Redirects, want []store.Binding, hadRule map[netip.Addr]bool) ([]redirect.Rule, error) {
+	var added []redirect.Rule
+	for _, fam := range []int{0, 1} {
+		var rules []redirect.Rule
+		var rd *redirect.Redirect
+		retried := false
+		for _, b := range want {
+			if family(b.IP) != fam {
+				continue
+			}
+			var err error
+			if rd, err = rds.For(b.IP); err != nil {
+				return added, err
+			}
+			rules = append(rules, ruleOf(b))
+			retried = retried || hadRule[b.IP]
+		}
+		if len(rules) == 0 {
+			continue
+		}
+		if !retried {
+			err := rd.AddBatch(rules)
+			if err == nil {
+				added = append(added, rules...)
+				continue
+			}
+			if !errors.Is(err, redirect.ErrBatch) {
+				return added, err
+			}
+			c.note("batchRefused", err.Error())
+		}
+		if err := p.ensureBase(c, rd, fam); err != nil {
+			return added, err
+		}
+		for _, r := range rules {
+			fresh, err := rd.Add(r)
+			if fresh {
+				added = append(added, r)
+			}
+			if err != nil {
+				return added, err
+			}
+		}
+	}
+	return added, nil
 }
 
 // setupTimeout bounds the wait for another ADD's one-time iptables set-up.

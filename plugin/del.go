@@ -1,8 +1,11 @@
 package plugin
 
 import (
+	"errors"
+
 	"github.com/containernetworking/cni/pkg/skel"
 
+	"github.com/metabind/metabind/plugin/redirect"
 	"github.com/metabind/metabind/store"
 )
 
@@ -76,13 +79,31 @@ func (p *Plugin) del(c *call) error {
 		c.note("removed", 0, "rulesFoundByComment", found)
 		return nil
 	}
-	for _, b := range bindings {
-		rd, err := rds.For(b.IP)
-		if err != nil {
+	// One iptables-restore run per family; if it is refused (a piece is
+	// already gone), piece by piece, each missing piece being fine.
+	for _, fam := range []int{0, 1} {
+		var rules []redirect.Rule
+		var rd *redirect.Redirect
+		for _, b := range bindings {
+			if family(b.IP) == fam {
+				if rd, err = rds.For(b.IP); err != nil {
+					return err
+				}
+				rules = append(rules, ruleOf(b))
+			}
+		}
+		if len(rules) == 0 {
+			continue
+		}
+		if err := rd.RemoveBatch(rules); err == nil {
+			continue
+		} else if !errors.Is(err, redirect.ErrBatch) {
 			return err
 		}
-		if err := rd.Remove(ruleOf(b)); err != nil {
-			return err
+		for _, r := range rules {
+			if err := rd.Remove(r); err != nil {
+				return err
+			}
 		}
 	}
 	p.checkpoint("del:rules-removed")

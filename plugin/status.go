@@ -19,6 +19,7 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 }
 
 func (p *Plugin) status(c *call) error {
+	var err error
 	unavailable := func(what string, err error) error {
 		return types.NewError(types.ErrPluginNotAvailable, fmt.Sprintf("metabind cannot serve ADD: %s", what), err.Error())
 	}
@@ -26,11 +27,17 @@ func (p *Plugin) status(c *call) error {
 		return unavailable("state directory "+c.conf.StateDir+" is not usable", err)
 	}
 	// A store that is busy is working; only one that cannot be read is not.
-	err := store.Read(c.conf.StateDir, p.LockTimeout, func(*store.Tx) error { return nil })
+	err = store.Read(c.conf.StateDir, p.LockTimeout, func(*store.Tx) error { return nil })
 	if err != nil && !errors.Is(err, store.ErrBusy) {
 		return unavailable("binding store "+store.DBPath(c.conf.StateDir)+" cannot be read", err)
 	}
-	if _, err := p.redirects(c).All(); err != nil {
+	all, err := p.redirects(c).All()
+	for _, rd := range all {
+		if err == nil {
+			err = rd.Ready()
+		}
+	}
+	if err != nil {
 		return unavailable("iptables does not run", err)
 	}
 	return nil

@@ -23,32 +23,47 @@ type Tables interface {
 var _ Tables = (*iptables.IPTables)(nil)
 
 // Redirect installs and removes metabind's rules for one metadata address.
+//
+// It has two ways to iptables. The hot path, a pod's ADD and DEL, is one
+// iptables-restore run (batch.go): every invocation costs milliseconds, and
+// go-iptables runs `iptables --version` before its first command and one
+// process per rule. Everything else (first set-up, CHECK, GC, repairs) goes
+// through go-iptables, created only when first needed.
 type Redirect struct {
-	tables Tables
-	base   []piece
+	tables  Tables
+	restore func(batch string) error // nil: no batches, rule by rule
+	base    []piece
 	// AfterPiece, if set, is called after each per-pod piece is added or
-	// removed: the crash tests' checkpoint between a rule's two pieces.
+	// removed one by one: the crash tests' checkpoint between a rule's two
+	// pieces.
 	AfterPiece func()
 }
 
 // New returns a Redirect that runs iptables, or ip6tables for an IPv6
 // metadata address (waiting up to 5 s for the xtables lock where the
-// backend has one).
+// backend has one). It runs nothing yet.
 func New(metadata, responder netip.AddrPort) (*Redirect, error) {
 	family := iptables.ProtocolIPv4
 	if metadata.Addr().Is6() {
 		family = iptables.ProtocolIPv6
 	}
-	ipt, err := iptables.New(iptables.IPFamily(family), iptables.Timeout(5))
-	if err != nil {
-		return nil, fmt.Errorf("iptables: %w", err)
-	}
-	return NewWithTables(ipt, metadata, responder), nil
+	r := NewWithTables(&lazyTables{family: family}, metadata, responder)
+	r.restore = restoreWith(family)
+	return r, nil
 }
 
-// NewWithTables returns a Redirect over t.
+// NewWithTables returns a Redirect over t, without batches.
 func NewWithTables(t Tables, metadata, responder netip.AddrPort) *Redirect {
 	return &Redirect{tables: t, base: base(metadata, responder)}
+}
+
+// Ready runs iptables once, to tell whether it works at all (STATUS).
+func (r *Redirect) Ready() error {
+	if lt, ok := r.tables.(*lazyTables); ok {
+		_, err := lt.get()
+		return err
+	}
+	return nil
 }
 
 // BaseInstalled is the fast check an ADD makes: two invocations, for the

@@ -201,3 +201,40 @@ func TestAddRemoveAndRemoveByComment(t *testing.T) {
 		t.Fatal("RemoveByComment removed another container's rule")
 	}
 }
+
+func TestAddBatchProvesTheBaseAndAddsThePod(t *testing.T) {
+	var got string
+	r := NewWithTables(newFake(), metadata, responder)
+	r.restore = func(b string) error { got = b; return nil }
+	rule := Rule{HostInterface: "veth1", IP: netip.MustParseAddr("10.1.0.5"), Responder: responder, ContainerID: "abc", IfName: "eth0"}
+	if err := r.AddBatch([]Rule{rule}); err != nil {
+		t.Fatal(err)
+	}
+	filter, nat, ok := strings.Cut(got, "COMMIT\n*nat\n")
+	if !ok || !strings.HasPrefix(filter, "*filter\n") || !strings.HasSuffix(nat, "COMMIT\n") {
+		t.Fatalf("batch is not filter then nat:\n%s", got)
+	}
+	// Every jump is deleted and put back first in its chain: a missing one
+	// fails the whole batch.
+	for _, chain := range []string{"FORWARD", "INPUT"} {
+		if strings.Count(filter, "-D "+chain+" ") != strings.Count(filter, "-I "+chain+" 1 ") || !strings.Contains(filter, "-D "+chain+" ") {
+			t.Errorf("%s jumps are not proved and re-placed:\n%s", chain, filter)
+		}
+	}
+	if !strings.Contains(nat, "-D PREROUTING ") || !strings.Contains(nat, "-I PREROUTING 1 ") {
+		t.Errorf("nat jump not proved:\n%s", nat)
+	}
+	if !strings.Contains(filter, `--comment "metabind: block unclaimed metadata traffic"`) {
+		t.Errorf("comments with spaces must be quoted:\n%s", filter)
+	}
+	if !strings.Contains(filter, "-I "+SourceChain+" 1 "+strings.Join(rule.SourceSpec(), " ")) ||
+		!strings.Contains(nat, "-A "+NATChain+" "+strings.Join(rule.Spec(), " ")) {
+		t.Errorf("pod rules missing:\n%s", got)
+	}
+	if err := r.RemoveBatch([]Rule{rule}); err != nil {
+		t.Fatal(err)
+	}
+	if got != "*filter\n-D "+SourceChain+" "+strings.Join(rule.SourceSpec(), " ")+"\nCOMMIT\n*nat\n-D "+NATChain+" "+strings.Join(rule.Spec(), " ")+"\nCOMMIT\n" {
+		t.Errorf("remove batch:\n%s", got)
+	}
+}
