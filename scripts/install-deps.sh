@@ -35,3 +35,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   GOBIN=$CNI_BIN go install "github.com/containernetworking/cni/cnitool@$CNI_VERSION"
   echo "$want" > "$stamp"
 fi
+scripts/install-containerd.sh
