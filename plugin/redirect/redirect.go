@@ -222,26 +222,19 @@ func (r *Redirect) Has(rule Rule) (bool, error) {
 // attachment: the way to clean up when the store no longer knows the rules'
 // interfaces and IPs. It returns how many it removed.
 func (r *Redirect) RemoveByComment(containerID, ifName string) (int, error) {
-	want := Comment(containerID, ifName)
+	owned, err := r.ListOwned()
+	if err != nil {
+		return 0, err
+	}
 	n := 0
-	for _, tc := range [][2]string{{"nat", NATChain}, {"filter", SourceChain}} {
-		rules, err := r.tables.List(tc[0], tc[1])
-		if err != nil {
-			if isNotExist(err) {
-				continue
-			}
-			return n, fmt.Errorf("list %s %s: %w", tc[0], tc[1], err)
+	for _, o := range owned {
+		if o.ContainerID != containerID || o.IfName != ifName {
+			continue
 		}
-		for _, line := range rules {
-			spec, ok := ruleFromListing(line)
-			if !ok || commentOf(spec) != want {
-				continue
-			}
-			if err := r.tables.Delete(tc[0], tc[1], spec...); err != nil && !isNotExist(err) {
-				return n, fmt.Errorf("remove %q: %w", line, err)
-			}
-			n++
+		if err := r.Delete(o); err != nil {
+			return n, err
 		}
+		n++
 	}
 	return n, nil
 }
@@ -262,12 +255,6 @@ func ruleFromListing(line string) ([]string, bool) {
 		}
 	}
 	return spec, true
-}
-
-// commentOf returns the --comment value of a rule spec.
-func commentOf(spec []string) string {
-	c, _ := valueOf(spec, "--comment")
-	return c
 }
 
 // isNotExist reports a missing rule or chain (*iptables.Error has the
