@@ -28,9 +28,9 @@ fuzz:
 demo: deps build
 	CNI_PLUGINS_DIR=$(CNI_BIN) scripts/demo.sh
 
-## bench: plugin ADD/DEL cost against the same chain without metabind (root)
+## bench: the tables of docs/PERFORMANCE.md (root)
 bench: deps build
-	CNI_PLUGINS_DIR=$(CNI_BIN) scripts/bench-plugin.sh
+	CNI_PLUGINS_DIR=$(CNI_BIN) scripts/bench.sh
 
 clean:
 	rm -rf $(BIN) .cache

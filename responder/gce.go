@@ -40,17 +40,31 @@ func InstanceID(node string) uint64 {
 	return h.Sum64()
 }
 
-// body is one precomputed response body.
+// Header values set on every response of their kind. They are assigned to
+// response headers as they are, not copied, so nothing may write to their
+// elements; each has len == cap, so an Add copies before appending.
+var (
+	flavorHeader   = []string{"Google"}
+	textTypeHeader = []string{textType}
+	jsonTypeHeader = []string{jsonType}
+	noStoreHeader  = []string{"no-store"}
+)
+
+// body is one precomputed response body, with its header values.
 type body struct {
 	data  []byte
 	ctype string
 	etag  string
+
+	ctypeHeader []string // {ctype}
+	etagHeader  []string // {etag}
 }
 
 func newBody(data []byte, ctype string) body {
 	h := fnv.New64a()
 	h.Write(data)
-	return body{data: data, ctype: ctype, etag: strconv.FormatUint(h.Sum64(), 16)}
+	etag := strconv.FormatUint(h.Sum64(), 16)
+	return body{data: data, ctype: ctype, etag: etag, ctypeHeader: []string{ctype}, etagHeader: []string{etag}}
 }
 
 // entry is one metadata path. A scalar answers text, or json with alt=json.
@@ -120,6 +134,7 @@ type view struct {
 	entries map[string]*entry
 	rule    *IdentityRule
 	email   string
+	scope   string // the access tokens' scope claim without ?scopes=
 }
 
 // site is every view, built once from the config.
@@ -158,6 +173,7 @@ func newView(cfg *Config, rule *IdentityRule) *view {
 	instanceNames := []string{"hostname", "id", "name", "service-accounts/", "zone"}
 
 	v.email = cfg.AccountEmail(rule)
+	v.scope = strings.Join(rule.Scopes, " ")
 	acct := accountTree{Aliases: []string{defaultAccount}, Email: v.email, Scopes: rule.Scopes}
 	instance.ServiceAccounts[defaultAccount] = acct
 	instance.ServiceAccounts[v.email] = acct
@@ -242,8 +258,9 @@ func (h *handler) writeEntry(w *statusWriter, r *http.Request, q url.Values, e *
 			return
 		}
 	}
-	w.Header().Set("Content-Type", b.ctype)
-	w.Header().Set("ETag", b.etag)
+	hdr := w.Header()
+	hdr["Content-Type"] = b.ctypeHeader
+	hdr["Etag"] = b.etagHeader
 	w.Write(b.data)
 }
 
@@ -293,30 +310,25 @@ type tokenResponse struct {
 // serveToken answers .../token[?scopes=a,b] with an access token: a JWT
 // whose audience is the issuer and whose scope claim lists the scopes.
 func (h *handler) serveToken(w *statusWriter, r *http.Request, q url.Values, c *caller, v *view) {
-	scopes := v.rule.Scopes
+	scope := v.scope
 	if s := q.Get("scopes"); s != "" {
-		var err error
-		if scopes, err = grantScopes(v.rule.Scopes, s); err != nil {
+		scopes, err := grantScopes(v.rule.Scopes, s)
+		if err != nil {
 			h.badRequest(w, err.Error())
 			return
 		}
+		scope = strings.Join(scopes, " ")
 	}
 	now := h.now()
-	claims := h.iss.NewClaims(h.subject(c, v), []string{h.iss.URL()}, now)
-	claims.Scope = strings.Join(scopes, " ")
-	tok, kid, err := h.iss.sign(claims)
-	if err != nil {
-		h.internalError(w, err)
+	t, ok := h.token(w, r, c, v, accessToken, scope, now)
+	if !ok {
 		return
 	}
-	h.audit(r, c, v, "access", claims, kid)
-	expiresIn := int64(claims.ExpiresAt.Sub(now) / time.Second)
-	if expiresIn < 1 {
-		expiresIn = 1
-	}
-	w.Header().Set("Content-Type", jsonType)
-	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(tokenResponse{AccessToken: tok, ExpiresIn: expiresIn, TokenType: "Bearer"})
+	hdr := w.Header()
+	hdr["Content-Type"] = jsonTypeHeader
+	hdr["Cache-Control"] = noStoreHeader
+	w.Write(t.body)
+	w.Write(t.accessTail(now))
 }
 
 // grantScopes returns the requested scopes (comma-separated) when the
@@ -362,35 +374,95 @@ func (h *handler) serveIdentity(w *statusWriter, r *http.Request, q url.Values, 
 		h.badRequest(w, "audience must not be the issuer URL")
 		return
 	}
-	format := q.Get("format")
-	if format != "" && format != "standard" && format != "full" {
+	kind := idToken
+	switch q.Get("format") {
+	case "", "standard":
+	case "full":
+		kind = idTokenFull
+	default:
 		h.badRequest(w, "format must be standard or full")
 		return
 	}
-	claims := h.iss.NewClaims(h.subject(c, v), []string{aud}, h.now())
-	claims.AuthorizedParty = claims.Subject
-	if claims.Email != "" {
-		claims.AuthorizedParty = claims.Email
-		claims.EmailVerified = true
+	t, ok := h.token(w, r, c, v, kind, aud, h.now())
+	if !ok {
+		return
 	}
-	if format == "full" {
-		claims.Google = &GoogleClaims{ComputeEngine: ComputeEngineClaims{
-			ProjectID:     h.cfg.Project.ID,
-			ProjectNumber: h.projectNumber,
-			Zone:          h.cfg.Node.Zone,
-			InstanceID:    strconv.FormatUint(InstanceID(h.cfg.Node.Name), 10),
-			InstanceName:  h.cfg.Node.Name,
-		}}
+	hdr := w.Header()
+	hdr["Content-Type"] = textTypeHeader
+	hdr["Cache-Control"] = noStoreHeader
+	w.Write(t.body)
+}
+
+// token returns the caller's token of kind for param (the scope claim or
+// the audience): from the cache while it may be reused, else minted once
+// however many requests ask at the same time. On failure it has answered
+// 500.
+func (h *handler) token(w *statusWriter, r *http.Request, c *caller, v *view, kind tokenKind, param string, now time.Time) (*cachedToken, bool) {
+	key := tokenKey{
+		podUID:      c.binding.PodUID,
+		containerID: c.binding.ContainerID,
+		namespace:   c.binding.Namespace,
+		pod:         c.binding.Pod,
+		rule:        c.rule,
+		kind:        kind,
+		param:       param,
+	}
+	kid := h.iss.current().kid
+	t, minted, err := h.tokens.getOrMint(&key, now, kid, func() (*cachedToken, error) {
+		return h.mint(r, c, v, &key, now)
+	})
+	if err != nil {
+		h.internalError(w, err)
+		return nil, false
+	}
+	if !minted && h.log.Enabled(r.Context(), slog.LevelDebug) {
+		h.log.LogAttrs(r.Context(), slog.LevelDebug, "token served from cache",
+			slog.String("caller", c.ip.String()),
+			slog.String("podUID", c.binding.PodUID),
+			slog.String("kind", kind.audit()),
+			slog.String("jti", t.jti),
+			slog.Int64("expiresIn", t.expiresIn(now)),
+		)
+	}
+	return t, true
+}
+
+// mint signs a new token for key and writes its audit line.
+func (h *handler) mint(r *http.Request, c *caller, v *view, key *tokenKey, now time.Time) (*cachedToken, error) {
+	var claims *Claims
+	if key.kind == accessToken {
+		claims = h.iss.NewClaims(h.subject(c, v), []string{h.iss.URL()}, now)
+		claims.Scope = key.param
+	} else {
+		claims = h.iss.NewClaims(h.subject(c, v), []string{key.param}, now)
+		claims.AuthorizedParty = claims.Subject
+		if claims.Email != "" {
+			claims.AuthorizedParty = claims.Email
+			claims.EmailVerified = true
+		}
+		if key.kind == idTokenFull {
+			claims.Google = &GoogleClaims{ComputeEngine: ComputeEngineClaims{
+				ProjectID:     h.cfg.Project.ID,
+				ProjectNumber: h.projectNumber,
+				Zone:          h.cfg.Node.Zone,
+				InstanceID:    strconv.FormatUint(InstanceID(h.cfg.Node.Name), 10),
+				InstanceName:  h.cfg.Node.Name,
+			}}
+		}
 	}
 	tok, kid, err := h.iss.sign(claims)
 	if err != nil {
-		h.internalError(w, err)
-		return
+		return nil, err
 	}
-	h.audit(r, c, v, "id", claims, kid)
-	w.Header().Set("Content-Type", textType)
-	w.Header().Set("Cache-Control", "no-store")
-	w.Write([]byte(tok))
+	h.audit(r, c, v, key.kind.audit(), claims, kid)
+	issued, expires := claims.IssuedAt.Time, claims.ExpiresAt.Time
+	// Access tokens: while more than half their life remains. ID tokens:
+	// see IDTokenReuse.
+	reuse := issued.Add(expires.Sub(issued) / 2)
+	if idReuse := issued.Add(IDTokenReuse); key.kind != accessToken && idReuse.Before(reuse) {
+		reuse = idReuse
+	}
+	return newCachedToken(*key, tok, kid, claims.ID, issued, expires, reuse), nil
 }
 
 // audit logs one "token issued" line per token: who got it (caller IP, pod,

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -151,6 +152,11 @@ type Issuer struct {
 	log      *slog.Logger
 	now      func() time.Time
 
+	// checkedKeys is keys and checked as of the last check, read without
+	// the lock: the request path takes i.mu at most once per
+	// keyCheckInterval.
+	checkedKeys atomic.Pointer[checkedKeySet]
+
 	mu        sync.Mutex
 	keys      *keySet
 	stamp     keyStamp
@@ -163,6 +169,12 @@ type Issuer struct {
 type signingKey struct {
 	kid string
 	key *ecdsa.PrivateKey
+}
+
+// checkedKeySet is a key set and when the key files were last checked.
+type checkedKeySet struct {
+	keys    *keySet
+	checked time.Time
 }
 
 // NewIssuer returns an issuer for cfg (completed by ParseConfig) signing
@@ -259,10 +271,18 @@ func (i *Issuer) keySetLocked(now time.Time) *keySet {
 	return keys
 }
 
+// current is the key to sign with. Within keyCheckInterval of the last
+// check it takes no lock.
 func (i *Issuer) current() signingKey {
+	now := i.now()
+	if ck := i.checkedKeys.Load(); ck != nil && (i.stateDir == "" || now.Sub(ck.checked) < keyCheckInterval && !now.Before(ck.checked)) {
+		return ck.keys.current
+	}
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	return i.keySetLocked(i.now()).current
+	keys := i.keySetLocked(now)
+	i.checkedKeys.Store(&checkedKeySet{keys: keys, checked: i.checked})
+	return keys.current
 }
 
 // URL is the iss claim.

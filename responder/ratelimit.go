@@ -89,12 +89,14 @@ func (l *callerLimits) allow(ip netip.Addr, now time.Time) rateDecision {
 		l.index[ip] = l.lru.PushFront(b)
 	}
 	b.lastSeen = now
-	r := b.lim.ReserveN(now, 1)
-	d := r.DelayFrom(now) // InfDuration when the reservation failed
-	if r.OK() && d == 0 {
+	if b.lim.AllowN(now, 1) { // allocates nothing, unlike a reservation
 		return rateDecision{ok: true}
 	}
-	r.CancelAt(now) // a refused request takes no token
+	// Refused: a reservation says how long until a token is free, and is
+	// cancelled, so a refused request takes no token.
+	r := b.lim.ReserveN(now, 1)
+	d := r.DelayFrom(now) // InfDuration when the reservation failed
+	r.CancelAt(now)
 	b.refused++
 	dec := rateDecision{retryAfter: d}
 	if d == rate.InfDuration {

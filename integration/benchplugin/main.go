@@ -59,15 +59,42 @@ func run(pods int, binDir, cniDir string) error {
 	}
 	metabind := fmt.Sprintf(`{"type": "metabind", "stateDir": %q, "logFile": %q, "capabilities": {"io.kubernetes.cri.pod-annotations": true}}`,
 		filepath.Join(dir, "state"), filepath.Join(dir, "cni.log"))
+	portmap := `{"type": "portmap", "capabilities": {"portMappings": true}}`
 	chains := []*chainRun{
 		{name: "ptp+host-local", list: mustList("plain", ptp("10.195.0.0/20"))},
-		{name: "ptp+host-local+metabind", list: mustList("metabind", ptp("10.195.16.0/20"), metabind)},
+		{name: "+ metabind", list: mustList("metabind", ptp("10.195.16.0/20"), metabind)},
+		{name: "+ portmap (one mapping)", list: mustList("portmap", ptp("10.195.32.0/20"), portmap)},
 	}
 	cni := libcni.NewCNIConfigWithCacheDir([]string{binDir, cniDir}, filepath.Join(dir, "cache"), nil)
 
 	// One warm-up pod per chain creates chains and caches, as on a node that
 	// already runs pods.
-	for round := -1; round < pods; round++ {
+	if err := alternate(cni, node, chains, -1, pods); err != nil {
+		return err
+	}
+	base, mb, pm := chains[0], chains[1], chains[2]
+	fmt.Printf("1. Plugin cost: CNI ADD/DEL through libcni, %d pods per chain, alternating, one node netns\n\n", pods)
+	fmt.Printf("%-28s %10s %10s %10s %10s\n", "chain", "ADD p50", "ADD p95", "DEL p50", "DEL p95")
+	for _, c := range chains {
+		fmt.Printf("%-28s %10s %10s %10s %10s\n", c.name, ms(pct(c.add, 50)), ms(pct(c.add, 95)), ms(pct(c.del, 50)), ms(pct(c.del, 95)))
+	}
+	mbAdd, mbDel := pct(mb.add, 50)-pct(base.add, 50), pct(mb.del, 50)-pct(base.del, 50)
+	pmAdd, pmDel := pct(pm.add, 50)-pct(base.add, 50), pct(pm.del, 50)-pct(base.del, 50)
+	fmt.Printf("%-28s %10s %10s %10s %10s\n", "metabind adds (p50 diff)", ms(mbAdd), "", ms(mbDel), "")
+	fmt.Printf("%-28s %10s %10s %10s %10s\n", "portmap adds (p50 diff)", ms(pmAdd), "", ms(pmDel), "")
+	fmt.Printf("%-28s %9.2fx %10s %9.2fx %10s   (target <= 0.125x)\n", "metabind / portmap added",
+		float64(mbAdd)/float64(pmAdd), "", float64(mbDel)/float64(pmDel), "")
+
+	if err := scale(cni, node, base.list, mb.list, pods, filepath.Join(dir, "state")); err != nil {
+		return err
+	}
+	return writerUnderLoad(cni, node, mb.list, pods, binDir, dir)
+}
+
+// alternate runs ADD then DEL for one pod of each chain in turn, pods
+// times, starting at round from (negative rounds are warm-up, not kept).
+func alternate(cni *libcni.CNIConfig, node ns.NetNS, chains []*chainRun, from, pods int) error {
+	for round := from; round < pods; round++ {
 		for _, c := range chains {
 			a, d, err := addDel(cni, node, c.list, round)
 			if err != nil {
@@ -79,15 +106,7 @@ func run(pods int, binDir, cniDir string) error {
 			}
 		}
 	}
-	base, mb := chains[0], chains[1]
-	fmt.Printf("1. Plugin cost: CNI ADD/DEL through libcni, %d pods per chain, alternating, one node netns\n\n", pods)
-	fmt.Printf("%-26s %10s %10s %10s %10s\n", "chain", "ADD p50", "ADD p95", "DEL p50", "DEL p95")
-	for _, c := range chains {
-		fmt.Printf("%-26s %10s %10s %10s %10s\n", c.name, ms(pct(c.add, 50)), ms(pct(c.add, 95)), ms(pct(c.del, 50)), ms(pct(c.del, 95)))
-	}
-	fmt.Printf("%-26s %10s %10s %10s %10s\n", "metabind adds (p50 diff)",
-		ms(pct(mb.add, 50)-pct(base.add, 50)), "", ms(pct(mb.del, 50)-pct(base.del, 50)), "")
-	return writerUnderLoad(cni, node, mb.list, pods, binDir, dir)
+	return nil
 }
 
 func mustList(name string, plugins ...string) *libcni.NetworkConfigList {
@@ -119,6 +138,8 @@ func addDel(cni *libcni.CNIConfig, node ns.NetNS, list *libcni.NetworkConfigList
 	rt := &libcni.RuntimeConf{ContainerID: id, NetNS: podNS.Path(), IfName: "eth0", Args: [][2]string{
 		{"IgnoreUnknown", "1"}, {"K8S_POD_NAMESPACE", "bench"}, {"K8S_POD_NAME", fmt.Sprintf("pod-%d", i)},
 		{"K8S_POD_UID", id[:16]}, {"K8S_POD_INFRA_CONTAINER_ID", id},
+	}, CapabilityArgs: map[string]any{
+		"portMappings": []map[string]any{{"hostPort": 20000 + (i+1000)%20000, "containerPort": 80, "protocol": "tcp"}},
 	}}
 	err = node.Do(func(ns.NetNS) error {
 		start := time.Now()
