@@ -80,10 +80,15 @@ func (r *Redirect) BaseInstalled() (bool, error) {
 }
 
 // EnsureBase creates the chains, jumps and block rules every pod rule relies
-// on; pieces already there are left alone. Callers serialise it (the
-// plugin holds the store's lock), so two first ADDs do not both insert.
+// on; pieces already there are left alone, except that the rules that go
+// first in a built-in chain are all put back in order when one of them is
+// missing (the jump to SourceChain must stay above its REJECT). Callers
+// serialise it (the plugin's set-up lock).
 func (r *Redirect) EnsureBase() error {
 	for _, p := range r.base {
+		if p.spec != nil && p.first {
+			continue
+		}
 		if p.spec == nil {
 			if err := r.ensureChain(p.table, p.chain); err != nil {
 				return err
@@ -92,6 +97,42 @@ func (r *Redirect) EnsureBase() error {
 		}
 		if _, err := r.ensure(p); err != nil {
 			return err
+		}
+	}
+	// The first rules of each built-in chain, in base order.
+	byChain := map[string][]piece{}
+	var chains []string
+	for _, p := range r.base {
+		if p.spec != nil && p.first {
+			k := p.table + " " + p.chain
+			if byChain[k] == nil {
+				chains = append(chains, k)
+			}
+			byChain[k] = append(byChain[k], p)
+		}
+	}
+	for _, k := range chains {
+		pieces := byChain[k]
+		whole := true
+		for _, p := range pieces {
+			ok, err := r.exists(p)
+			if err != nil {
+				return err
+			}
+			whole = whole && ok
+		}
+		if whole {
+			continue
+		}
+		for _, p := range pieces {
+			if err := r.tables.Delete(p.table, p.chain, p.spec...); err != nil && !isNotExist(err) {
+				return fmt.Errorf("re-place %s %s: %w", p.table, p.chain, err)
+			}
+		}
+		for _, p := range pieces {
+			if err := r.put(p); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

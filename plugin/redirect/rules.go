@@ -6,7 +6,8 @@
 //	nat PREROUTING     -d META -p tcp --dport P  -j METABIND-DNAT        (one jump, only metadata traffic)
 //	nat METABIND-DNAT    -i VETH -s POD_IP -p tcp  -j DNAT --to RESPONDER   (one rule per pod IP)
 //	filter INPUT         ! -i lo -d RESPONDER -p tcp --dport RP  -j METABIND-SOURCE
-//	filter METABIND-SOURCE  -i VETH -s POD_IP  -j RETURN  (one rule per pod IP) ... last: REJECT
+//	filter METABIND-SOURCE  -i VETH -s POD_IP  -j ACCEPT  (one rule per pod IP)
+//	filter INPUT         ! -i lo -d RESPONDER -p tcp --dport RP  -j REJECT   (right after the jump)
 //	filter INPUT (! -i lo) and FORWARD  -d META -p tcp --dport P  -j METABIND-BLOCK
 //	filter METABIND-BLOCK   -j REJECT --reject-with tcp-reset
 //	(on a bridge port, -m physdev --physdev-in VETH stands for -i VETH)
@@ -97,11 +98,13 @@ func (r Rule) Spec() []string {
 }
 
 // SourceSpec is the rule in SourceChain that lets r's packets reach the
-// responder.
+// responder. What no such rule accepts returns to INPUT and meets the
+// REJECT that follows the jump: the chain itself holds only per-pod rules,
+// so a batch never has to look through it (see AddBatch).
 func (r Rule) SourceSpec() []string {
 	return append(r.match(),
 		"-m", "comment", "--comment", Comment(r.ContainerID, r.IfName),
-		"-j", "RETURN",
+		"-j", "ACCEPT",
 	)
 }
 
@@ -130,10 +133,22 @@ func base(metadata, responder netip.AddrPort) []piece {
 		{"filter", "FORWARD", jumpSpec(metadata, FilterChain, "metabind: block unclaimed metadata traffic"), true},
 		{"filter", "INPUT", append(notLo, jumpSpec(metadata, FilterChain, "metabind: block unclaimed metadata traffic")...), true},
 		{"filter", SourceChain, nil, false},
-		{"filter", SourceChain, blockSpec("metabind: not a bound pod veth and address"), false},
+		// Inserted first in this order, the jump ends up above the REJECT.
+		{"filter", "INPUT", append(notLo, guardSpec(responder)...), true},
 		{"filter", "INPUT", append(notLo, jumpSpec(responder, SourceChain, "metabind: only bound pods reach the responder")...), true},
 		{"nat", NATChain, nil, false},
 		{"nat", "PREROUTING", jumpSpec(metadata, NATChain, "metabind: metadata traffic to per-pod redirects"), true},
+	}
+}
+
+// guardSpec rejects what reaches the responder's address and no per-pod
+// source rule accepted.
+func guardSpec(responder netip.AddrPort) []string {
+	return []string{
+		"-d", prefix(responder.Addr()),
+		"-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(int(responder.Port())),
+		"-m", "comment", "--comment", "metabind: not a bound pod veth and address",
+		"-j", "REJECT", "--reject-with", "tcp-reset",
 	}
 }
 

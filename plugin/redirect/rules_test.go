@@ -30,8 +30,8 @@ func TestRuleSpec(t *testing.T) {
 func TestSourceSpecMatchesLikeTheDNAT(t *testing.T) {
 	r := Rule{HostInterface: "veth12", Bridged: true, IP: netip.MustParseAddr("10.1.0.5"), Responder: responder, ContainerID: "abc", IfName: "eth0"}
 	src, dnat := r.SourceSpec(), r.Spec()
-	if !reflect.DeepEqual(src[:6], dnat[:6]) || src[len(src)-1] != "RETURN" {
-		t.Fatalf("source check %q must match the same port and address as the DNAT %q and RETURN", src, dnat)
+	if !reflect.DeepEqual(src[:6], dnat[:6]) || src[len(src)-1] != "ACCEPT" {
+		t.Fatalf("source check %q must match the same port and address as the DNAT %q and ACCEPT", src, dnat)
 	}
 	p := r.pieces()
 	if p[0].chain != SourceChain || !p[0].first || p[1].chain != NATChain {
@@ -52,7 +52,8 @@ func TestBaseSelectsOnlyMetadataAndResponderTraffic(t *testing.T) {
 	want := []string{
 		"FORWARD -d 169.254.169.254/32 -p tcp -m tcp --dport 80 ",
 		"INPUT ! -i lo -d 169.254.169.254/32 -p tcp -m tcp --dport 80 ",
-		"INPUT ! -i lo -d 169.254.169.252/32 -p tcp -m tcp --dport 988 ",
+		"INPUT ! -i lo -d 169.254.169.252/32 -p tcp -m tcp --dport 988 ", // the guard: REJECT
+		"INPUT ! -i lo -d 169.254.169.252/32 -p tcp -m tcp --dport 988 ", // the jump to SourceChain
 		"PREROUTING -d 169.254.169.254/32 -p tcp -m tcp --dport 80 ",
 	}
 	if len(jumps) != len(want) {
@@ -148,6 +149,35 @@ func TestBaseInstalledIsTwoChecks(t *testing.T) {
 	}
 	if err := r.CheckBase(); err != nil {
 		t.Fatalf("CheckBase after EnsureBase: %v", err)
+	}
+	jumpAboveGuard := func() bool {
+		input := f.rules["filter/INPUT"]
+		jump, guard := -1, -1
+		for i, rule := range input {
+			if strings.HasSuffix(rule, "-j "+SourceChain) {
+				jump = i
+			}
+			if strings.Contains(rule, "not a bound pod") {
+				guard = i
+			}
+		}
+		return jump >= 0 && guard > jump
+	}
+	if !jumpAboveGuard() {
+		t.Fatalf("INPUT after EnsureBase: %q; the jump to %s must come before its REJECT", f.rules["filter/INPUT"], SourceChain)
+	}
+	// A lost guard is put back below the jump, not above it.
+	var guard piece
+	for _, p := range base(metadata, responder) {
+		if p.chain == "INPUT" && p.spec[len(p.spec)-1] == "tcp-reset" {
+			guard = p
+		}
+	}
+	if err := f.Delete(guard.table, guard.chain, guard.spec...); err != nil {
+		t.Fatalf("remove the guard: %v", err)
+	}
+	if err := r.EnsureBase(); err != nil || !jumpAboveGuard() {
+		t.Fatalf("INPUT after repairing the guard: %q, %v", f.rules["filter/INPUT"], err)
 	}
 	f.calls = nil
 	if ok, err := r.BaseInstalled(); err != nil || !ok {
