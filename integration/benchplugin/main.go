@@ -45,7 +45,13 @@ func run(pods int, binDir, cniDir string) error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() {
+		if keep := os.Getenv("BENCH_KEEP_LOG"); keep != "" {
+			b, _ := os.ReadFile(filepath.Join(dir, "cni.log"))
+			os.WriteFile(keep, b, 0o600)
+		}
+		os.RemoveAll(dir)
+	}()
 	node, err := testutils.NewNS()
 	if err != nil {
 		return err

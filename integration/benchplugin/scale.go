@@ -70,7 +70,7 @@ func scale(cni *libcni.CNIConfig, node ns.NetNS, plainList, mbList *libcni.Netwo
 		return node.Do(func(ns.NetNS) error {
 			change := rules(all[min(n, held):max(n, held)])
 			if n > held {
-				return rd.AddBatch(change)
+				return rd.AddBatch(change, true)
 			}
 			return rd.RemoveBatch(change)
 		})

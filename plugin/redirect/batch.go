@@ -35,19 +35,22 @@ func restoreWith(family iptables.Protocol) func(string) error {
 	}
 }
 
-// AddBatch installs rules in one iptables-restore run, and in the same run
-// proves the base is whole: every jump and block rule is deleted and put
-// back in place (a delete that finds nothing fails the whole batch). So one
-// invocation both checks the base, keeps the jumps first in their built-in
-// chains, and adds the pod's rules. It returns ErrBatch (wrapped) when the
-// batch did not apply, e.g. on a node whose base is not set up yet.
-func (r *Redirect) AddBatch(rules []Rule) error {
+// AddBatch installs rules in one iptables-restore run. With verify, the
+// same run proves the base is whole: every jump and block rule is deleted
+// and put back in place (a delete that finds nothing fails the whole
+// batch), which also keeps the jumps first in their built-in chains. A
+// delete makes iptables read the rules of the tables it touches, so a
+// verifying batch costs more on a node with many pods; without verify the
+// batch only inserts and appends, whatever the node holds, and still fails
+// if a chain is missing. It returns ErrBatch (wrapped) when the batch did
+// not apply, e.g. on a node whose base is not set up yet.
+func (r *Redirect) AddBatch(rules []Rule, verify bool) error {
 	if r.restore == nil {
 		return fmt.Errorf("%w: no iptables-restore on this Redirect", ErrBatch)
 	}
 	var b batch
 	for _, p := range r.base {
-		if p.spec == nil {
+		if p.spec == nil || !verify {
 			continue
 		}
 		b.line(p.table, "-D", p.chain, p.spec)

@@ -237,7 +237,7 @@ func TestAddBatchProvesTheBaseAndAddsThePod(t *testing.T) {
 	r := NewWithTables(newFake(), metadata, responder)
 	r.restore = func(b string) error { got = b; return nil }
 	rule := Rule{HostInterface: "veth1", IP: netip.MustParseAddr("10.1.0.5"), Responder: responder, ContainerID: "abc", IfName: "eth0"}
-	if err := r.AddBatch([]Rule{rule}); err != nil {
+	if err := r.AddBatch([]Rule{rule}, true); err != nil {
 		t.Fatal(err)
 	}
 	filter, nat, ok := strings.Cut(got, "COMMIT\n*nat\n")
@@ -260,6 +260,12 @@ func TestAddBatchProvesTheBaseAndAddsThePod(t *testing.T) {
 	if !strings.Contains(filter, "-I "+SourceChain+" 1 "+strings.Join(rule.SourceSpec(), " ")) ||
 		!strings.Contains(nat, "-A "+NATChain+" "+strings.Join(rule.Spec(), " ")) {
 		t.Errorf("pod rules missing:\n%s", got)
+	}
+	if err := r.AddBatch([]Rule{rule}, false); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(got, "-D ") || strings.Contains(got, "PREROUTING") {
+		t.Errorf("a batch that does not verify must only add the pod's rules:\n%s", got)
 	}
 	if err := r.RemoveBatch([]Rule{rule}); err != nil {
 		t.Fatal(err)
