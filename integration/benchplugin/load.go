@@ -135,15 +135,7 @@ func loadPod(cni *libcni.CNIConfig, node ns.NetNS, list *libcni.NetworkConfigLis
 	}); err != nil {
 		return nil, nil, err
 	}
-	dial := func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-		err = podNS.Do(func(ns.NetNS) error {
-			var d net.Dialer
-			c, err = d.DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64}}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dialIn(podNS), MaxIdleConnsPerHost: 64}}
 	cleanup := func() {
 		node.Do(func(ns.NetNS) error { return cni.DelNetworkList(context.Background(), list, rt) })
 		testutils.UnmountNS(podNS)
@@ -186,15 +178,7 @@ func firstToken(cni *libcni.CNIConfig, node ns.NetNS, list *libcni.NetworkConfig
 			return err
 		}
 		added := time.Now()
-		client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
-			DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-				err = podNS.Do(func(ns.NetNS) error {
-					var d net.Dialer
-					c, err = d.DialContext(ctx, network, addr)
-					return err
-				})
-				return c, err
-			}}}
+		client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: dialIn(podNS)}}
 		if status, err := fetch(client, "http://169.254.169.254/computeMetadata/v1/instance/service-accounts/default/token"); err == nil && status == 200 {
 			took = append(took, time.Since(added))
 		} else {
@@ -212,4 +196,17 @@ func firstToken(cni *libcni.CNIConfig, node ns.NetNS, list *libcni.NetworkConfig
 	fmt.Printf("%-28s %10s %10s %10s\n", "", "p50", "p99", "failed")
 	fmt.Printf("%-28s %10s %10s %10d\n", "ADD returned -> token", ms(pct(took, 50)), ms(pct(took, 99)), failed)
 	return nil
+}
+
+// dialIn makes connections from inside a pod's netns (the socket is
+// created there).
+func dialIn(podNS ns.NetNS) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = podNS.Do(func(ns.NetNS) error {
+			var d net.Dialer
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
 }
