@@ -34,7 +34,7 @@ func (r *Redirect) ListOwned() ([]Owned, error) {
 	for _, tc := range [][2]string{{"nat", NATChain}, {"filter", SourceChain}} {
 		lines, err := r.tables.List(tc[0], tc[1])
 		if err != nil {
-			if isNotExist(err) {
+			if isNotExist(err) || chainInMissingTable(err) {
 				continue
 			}
 			return nil, fmt.Errorf("list %s %s: %w", tc[0], tc[1], err)
@@ -108,4 +108,12 @@ func valueOf(spec []string, flag string) (string, bool) {
 func containsPair(spec []string, flag, value string) bool {
 	v, ok := valueOf(spec, flag)
 	return ok && v == value
+}
+
+// chainInMissingTable recognises how iptables-nft 1.8.9 answers a listing
+// of a chain in a table that does not exist yet (a node before its first
+// ADD): "chain `X' in table `nat' is incompatible, use 'nft' tool". Only
+// iptables creates metabind's chains, so for them this means "not there".
+func chainInMissingTable(err error) bool {
+	return strings.Contains(err.Error(), "is incompatible, use 'nft' tool")
 }
