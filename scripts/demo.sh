@@ -63,7 +63,10 @@ cat > "$WORK/net.d/10-demo.conflist" <<CONF
 CONF
 
 echo "==> responder on 169.254.169.252:988 with conf/responder.yaml"
-in_node "$BIN/metabind-responder" --state-dir "$WORK/state" --config conf/responder.yaml \
+# nsenter execs the responder, so $! is the responder itself (a function in
+# the background would be a subshell, and killing it would leave the
+# responder running).
+nsenter --net="$NODE_NS" -- "$BIN/metabind-responder" --state-dir "$WORK/state" --config conf/responder.yaml \
   --listen 169.254.169.252:988 >"$WORK/responder.log" 2>&1 &
 RESPONDER_PID=$!
 for _ in $(seq 100); do

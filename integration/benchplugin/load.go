@@ -138,8 +138,8 @@ func loadPod(cni *libcni.CNIConfig, node ns.NetNS, list *libcni.NetworkConfigLis
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dialIn(podNS), MaxIdleConnsPerHost: 64}}
 	cleanup := func() {
 		node.Do(func(ns.NetNS) error { return cni.DelNetworkList(context.Background(), list, rt) })
-		testutils.UnmountNS(podNS)
-		podNS.Close()
+		podNS.Close() // first: an open handle keeps the mount busy
+		unmount(podNS)
 	}
 	return client, cleanup, nil
 }
@@ -185,8 +185,8 @@ func firstToken(cni *libcni.CNIConfig, node ns.NetNS, list *libcni.NetworkConfig
 			failed++
 		}
 		node.Do(func(ns.NetNS) error { return cni.DelNetworkList(context.Background(), list, rt) })
-		testutils.UnmountNS(podNS)
-		podNS.Close()
+		podNS.Close() // first: an open handle keeps the mount busy
+		unmount(podNS)
 	}
 	fmt.Printf("\n3. First token: from ADD returning to the first token from inside the new pod, one request, no retry, %d pods\n\n", pods)
 	if len(took) == 0 {

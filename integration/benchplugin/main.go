@@ -57,7 +57,7 @@ func run(pods int, binDir, cniDir string) error {
 	if err != nil {
 		return err
 	}
-	defer testutils.UnmountNS(node)
+	defer unmount(node)
 	defer node.Close()
 
 	ptp := func(subnet string) string {
@@ -137,7 +137,7 @@ func addDel(cni *libcni.CNIConfig, node ns.NetNS, list *libcni.NetworkConfigList
 	if err != nil {
 		return 0, 0, err
 	}
-	defer testutils.UnmountNS(podNS)
+	defer unmount(podNS)
 	defer podNS.Close()
 	b := make([]byte, 32)
 	rand.Read(b)
@@ -175,4 +175,12 @@ func ms(d time.Duration) string {
 		return ""
 	}
 	return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000)
+}
+
+// unmount removes a netns the benchmark made; a failure is reported, not
+// fatal, so that the run still prints its table.
+func unmount(n ns.NetNS) {
+	if err := testutils.UnmountNS(n); err != nil {
+		fmt.Fprintln(os.Stderr, "benchplugin: remove netns:", err)
+	}
 }

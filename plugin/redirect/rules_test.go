@@ -1,6 +1,7 @@
 package redirect
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -272,5 +273,24 @@ func TestAddBatchProvesTheBaseAndAddsThePod(t *testing.T) {
 	}
 	if got != "*filter\n-D "+SourceChain+" "+strings.Join(rule.SourceSpec(), " ")+"\nCOMMIT\n*nat\n-D "+NATChain+" "+strings.Join(rule.Spec(), " ")+"\nCOMMIT\n" {
 		t.Errorf("remove batch:\n%s", got)
+	}
+}
+
+// iptables-nft lists a chain in a table it has not made yet as
+// "incompatible": for ListOwned (DEL and GC before a node's first ADD) that
+// is no rules, not an error.
+type missingTables struct{ *fakeTables }
+
+func (missingTables) List(string, string) ([]string, error) {
+	return nil, errors.New("running [iptables -t nat -S METABIND-DNAT]: exit status 1: iptables v1.8.9 (nf_tables): chain `METABIND-DNAT' in table `nat' is incompatible, use 'nft' tool.")
+}
+
+func TestListOwnedBeforeTheFirstADD(t *testing.T) {
+	r := NewWithTables(missingTables{newFake()}, metadata, responder)
+	if owned, err := r.ListOwned(); err != nil || len(owned) != 0 {
+		t.Fatalf("ListOwned on a fresh node = %v, %v", owned, err)
+	}
+	if n, err := r.RemoveByComment("abc", "eth0"); err != nil || n != 0 {
+		t.Fatalf("RemoveByComment on a fresh node = %d, %v", n, err)
 	}
 }
