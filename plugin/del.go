@@ -25,26 +25,9 @@ func (p *Plugin) del(c *call) error {
 	if err != nil {
 		return err
 	}
-	var bindings []store.Binding
-	err = st.View(func(tx *store.Tx) (err error) {
-		bindings, err = tx.ByAttachment(c.attachment())
-		return err
+	bindings, err := st.Remove(func(tx *store.Tx) ([]store.Binding, error) {
+		return tx.ByAttachment(c.attachment())
 	})
-	if err == nil && len(bindings) > 0 {
-		// Only a DEL that removes something commits (an fsync, and a reload
-		// for the responder).
-		err = st.Update(func(tx *store.Tx) (err error) {
-			if bindings, err = tx.ByAttachment(c.attachment()); err != nil {
-				return err
-			}
-			for _, b := range bindings {
-				if err := tx.Delete(b.IP); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
 	if cerr := st.Close(); err == nil {
 		err = cerr
 	}

@@ -32,8 +32,9 @@ func Reconcile(stateDir string, lockTimeout time.Duration, rds *Redirects, keep 
 		return rep, err
 	}
 	var live []store.Binding
-	err = st.View(func(tx *store.Tx) error {
-		return tx.ForEach(func(b store.Binding) error {
+	pick := func(tx *store.Tx) ([]store.Binding, error) {
+		live, rep.RemovedBindings = nil, nil
+		err := tx.ForEach(func(b store.Binding) error {
 			if keep(b) {
 				live = append(live, b)
 			} else {
@@ -41,16 +42,12 @@ func Reconcile(stateDir string, lockTimeout time.Duration, rds *Redirects, keep 
 			}
 			return nil
 		})
-	})
-	if err == nil && len(rep.RemovedBindings) > 0 && !dryRun {
-		err = st.Update(func(tx *store.Tx) error {
-			for _, b := range rep.RemovedBindings {
-				if err := tx.Delete(b.IP); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
+		return rep.RemovedBindings, err
+	}
+	if dryRun {
+		err = st.View(func(tx *store.Tx) error { _, err := pick(tx); return err })
+	} else {
+		_, err = st.Remove(pick)
 	}
 	if cerr := st.Close(); err == nil {
 		err = cerr

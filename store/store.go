@@ -128,6 +128,32 @@ func (s *Store) Update(fn func(*Tx) error) error {
 	})
 }
 
+// Remove deletes the bindings pick chooses and returns them. pick runs in a
+// read transaction, so a call that removes nothing commits nothing (no
+// fsync, and no reload for readers); the store's lock is held throughout,
+// so what pick saw is still there to delete.
+func (s *Store) Remove(pick func(*Tx) ([]Binding, error)) ([]Binding, error) {
+	var picked []Binding
+	if err := s.View(func(tx *Tx) (err error) {
+		picked, err = pick(tx)
+		return err
+	}); err != nil || len(picked) == 0 {
+		return nil, err
+	}
+	err := s.Update(func(tx *Tx) error {
+		for _, b := range picked {
+			if err := tx.Delete(b.IP); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return picked, nil
+}
+
 // View runs fn in a read-only transaction.
 func (s *Store) View(fn func(*Tx) error) error {
 	return s.db.View(func(tx *bolt.Tx) error { return fn(&Tx{tx: tx}) })

@@ -275,3 +275,33 @@ func TestViewSkipsACorruptRecord(t *testing.T) {
 		t.Fatalf("skipped %v", skipped)
 	}
 }
+
+func TestRemoveCommitsOnlyWhatItPicks(t *testing.T) {
+	dir := t.TempDir()
+	update(t, dir, func(tx *Tx) error { return tx.Put(binding("10.0.0.2", "c1", "a")) })
+	gen := func() uint64 {
+		g := generationReader{path: generationPath(dir)}
+		defer g.close()
+		v, _ := g.read()
+		return v.n
+	}
+	st, err := Open(dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	before := gen()
+	none, err := st.Remove(func(tx *Tx) ([]Binding, error) { return tx.ByAttachment(Attachment{"nobody", "eth0"}) })
+	if err != nil || len(none) != 0 || gen() != before {
+		t.Fatalf("removing nothing: %v %v, generation %d -> %d (a commit)", none, err, before, gen())
+	}
+	got, err := st.Remove(func(tx *Tx) ([]Binding, error) { return tx.ByAttachment(Attachment{"c1", "eth0"}) })
+	if err != nil || len(got) != 1 || gen() == before {
+		t.Fatalf("removing c1: %v %v", got, err)
+	}
+	var left int
+	st.View(func(tx *Tx) error { return tx.ForEach(func(Binding) error { left++; return nil }) })
+	if left != 0 {
+		t.Fatalf("%d bindings left", left)
+	}
+}
