@@ -145,9 +145,11 @@ func (n *node) metabindOnly(command, containerID string, p *pod, cniArgs string,
 }
 
 // invokeMetabind runs the metabind binary on the node with the test's
-// netconf plus extra (JSON members).
+// netconf (metabind's entry alone, under the node's network name) plus
+// extra (JSON members).
 func (n *node) invokeMetabind(command, containerID, netns, cniArgs, extra string) error {
-	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "race", "type": "metabind", "stateDir": %q, "logFile": %q`, n.stateDir, n.logFile)
+	// The node's network name: GC collects only its own network's bindings.
+	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": %q, "type": "metabind", "stateDir": %q, "logFile": %q`, n.list.Name, n.stateDir, n.logFile)
 	if extra != "" {
 		conf += ", " + extra
 	}

@@ -2,7 +2,6 @@ package plugin
 
 import (
 	"errors"
-	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -10,7 +9,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 
-	"github.com/metabind/metabind/plugin/redirect"
+	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/store"
 )
 
@@ -37,64 +36,28 @@ func (p *Plugin) add(c *call) error {
 	if err != nil {
 		return err
 	}
+	p.warnAboutInput(c)
 	if len(ips) == 0 {
 		c.note("bound", 0, "reason", "no IPv4 address on the pod interface in prevResult")
 		return printResult(c)
 	}
-	if c.pod.K8S_POD_NAME == "" {
-		c.note("warning", "CNI_ARGS carry no K8S_POD_NAME: the binding matches no identity rule")
-	}
 	rds := p.redirects(c)
 	want := p.bindings(c, ips, side, rds)
 
+	// Held until this ADD's rules are in: a reconciliation (GC) waits for
+	// it, so it never takes the fresh binding's rules for orphans.
+	lock, err := p.lockRules(c)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+
 	// 1. The bindings, in one transaction.
-	var (
-		superseded []store.Binding         // their rules go once the new ones are in
-		hadRule    = map[netip.Addr]bool{} // a retried ADD: the rule may be there already
-		replaced   []string
-	)
-	err = p.update(c, func(tx *store.Tx) error {
-		prior, err := tx.ByAttachment(c.attachment())
-		if err != nil {
-			return err
-		}
-		for _, old := range prior {
-			if !contains(ips, old.IP) {
-				superseded = append(superseded, old)
-				if err := tx.Delete(old.IP); err != nil {
-					return err
-				}
-			}
-		}
-		for _, b := range want {
-			old, ok, err := tx.Get(b.IP)
-			if err != nil {
-				return err
-			}
-			switch {
-			case ok && ruleOf(old) == ruleOf(b):
-				hadRule[b.IP] = true
-			case ok:
-				superseded = append(superseded, old)
-				if old.Attachment() != b.Attachment() {
-					// IPAM handed the IP over while the store still bound it.
-					replaced = append(replaced, b.IP.String()+" from "+old.Namespace+"/"+old.Pod+" ("+old.ContainerID+")")
-				}
-			}
-			if err := tx.Put(b); err != nil {
-				return err
-			}
-		}
-		p.checkpoint("add:in-transaction")
-		return nil
-	})
+	superseded, hadRule, err := p.commitBindings(c, rds, want)
 	if err != nil {
 		return err
 	}
 	p.checkpoint("add:committed")
-	if len(replaced) > 0 {
-		c.note("warning", "IPs were still bound to other containers; their bindings were replaced", "replaced", replaced)
-	}
 
 	// 2. The redirect: the new rules, then away with the ones they replace.
 	added, err := p.redirect(c, rds, want, hadRule)
@@ -124,14 +87,14 @@ func (p *Plugin) add(c *call) error {
 // base someone damaged, a retried ADD whose rules may exist) it sets the
 // base up and adds rule by rule, each piece checked first. It returns the
 // rules it added.
-func (p *Plugin) redirect(c *call, rds *Redirects, want []store.Binding, hadRule map[netip.Addr]bool) ([]redirect.Rule, error) {
+func (p *Plugin) redirect(c *call, rds *redirect.Set, want []store.Binding, hadRule map[netip.Addr]bool) ([]redirect.Rule, error) {
 	var added []redirect.Rule
 	for _, fam := range []int{0, 1} {
 		var rules []redirect.Rule
 		var rd *redirect.Redirect
 		retried := false
 		for _, b := range want {
-			if family(b.IP) != fam {
+			if redirect.Family(b.IP) != fam {
 				continue
 			}
 			var err error
@@ -199,54 +162,39 @@ func (p *Plugin) baseVerified(c *call, fam int) {
 	}
 }
 
-// setupTimeout bounds the wait for another ADD's one-time iptables set-up.
+// setupTimeout bounds the wait for another ADD's set-up or repair.
 const setupTimeout = 30 * time.Second
 
-// ensureBase makes sure the chains and jumps are installed: two checks on
-// every ADD, and on a node's first ADD the set-up itself. The set-up has a
-// lock of its own (never the store's): one ADD takes it exclusively and
-// installs; the ADDs that arrive meanwhile wait for it shared, so they all
-// go on together the moment it is done, each after its own two checks.
+// ensureBase makes sure the chains and jumps are installed and on top of
+// their built-in chains, after a batch was refused: on a node's first ADD,
+// after a firewall reload or a deleted chain, or when another agent has put
+// rules above metabind's. It audits first (reads only), so ADDs that meet a
+// whole base change nothing; the repair itself has a lock of its own (never
+// the store's), under which it audits again.
 func (p *Plugin) ensureBase(c *call, rd *redirect.Redirect, family int) error {
-	if ok, err := rd.BaseInstalled(); err != nil || ok {
+	if problems, err := rd.AuditBase(); err != nil || len(problems) == 0 {
 		return err
 	}
-	if err := os.MkdirAll(c.conf.StateDir, 0o700); err != nil {
+	lock, err := store.LockFile(filepath.Join(c.conf.StateDir, []string{"iptables.lock", "ip6tables.lock"}[family]), true, setupTimeout)
+	if err != nil {
 		return err
 	}
-	path := filepath.Join(c.conf.StateDir, []string{"iptables.lock", "ip6tables.lock"}[family])
-	deadline := time.Now().Add(setupTimeout)
-	for {
-		if lock, err := store.LockFile(path, true, 0); err == nil {
-			defer lock.Close()
-			if ok, err := rd.BaseInstalled(); err != nil || ok {
-				return err
-			}
-			c.note("setUp", "chains and jumps")
-			return rd.EnsureBase()
-		}
-		// Someone is setting up: wait until they are done, then look.
-		lock, err := store.LockFile(path, false, time.Until(deadline))
-		if err != nil {
-			return err
-		}
-		lock.Close()
-		if ok, err := rd.BaseInstalled(); err != nil || ok {
-			return err
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("iptables set-up did not complete within %v", setupTimeout)
-		}
+	defer lock.Close()
+	repaired, err := rd.EnsureBase()
+	if len(repaired) > 0 {
+		c.note("repairedBase", repaired)
 	}
+	return err
 }
 
 // bindings are the records an ADD writes, one per IP.
-func (p *Plugin) bindings(c *call, ips []netip.Addr, side hostSide, rds *Redirects) []store.Binding {
+func (p *Plugin) bindings(c *call, ips []netip.Addr, side hostSide, rds *redirect.Set) []store.Binding {
 	created := p.Now().UTC()
 	out := make([]store.Binding, len(ips))
 	for i, ip := range ips {
 		out[i] = store.Binding{
 			IP:               ip,
+			Network:          c.conf.Name,
 			ContainerID:      c.args.ContainerID,
 			IfName:           c.args.IfName,
 			NetNS:            c.args.Netns,
@@ -267,7 +215,7 @@ func (p *Plugin) bindings(c *call, ips []netip.Addr, side hostSide, rds *Redirec
 // takeBack undoes a failed ADD: its bindings (where this attachment still
 // holds them) and the rules it added. Failures are logged; the runtime's
 // DEL after a failed ADD cleans up what is left.
-func (p *Plugin) takeBack(c *call, want []store.Binding, rds *Redirects, added []redirect.Rule) {
+func (p *Plugin) takeBack(c *call, want []store.Binding, rds *redirect.Set, added []redirect.Rule) {
 	err := p.update(c, func(tx *store.Tx) error {
 		for _, b := range want {
 			cur, ok, err := tx.Get(b.IP)

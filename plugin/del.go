@@ -5,7 +5,7 @@ import (
 
 	"github.com/containernetworking/cni/pkg/skel"
 
-	"github.com/metabind/metabind/plugin/redirect"
+	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/store"
 )
 
@@ -21,6 +21,13 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 }
 
 func (p *Plugin) del(c *call) error {
+	// Held until the rules are out, so a reconciliation never sees the
+	// binding gone and the rules still there (and restores nothing).
+	lock, err := p.lockRules(c)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
 	st, err := store.Open(c.conf.StateDir, p.LockTimeout)
 	if err != nil {
 		return err
@@ -68,7 +75,7 @@ func (p *Plugin) del(c *call) error {
 		var rules []redirect.Rule
 		var rd *redirect.Redirect
 		for _, b := range bindings {
-			if family(b.IP) == fam {
+			if redirect.Family(b.IP) == fam {
 				if rd, err = rds.For(b.IP); err != nil {
 					return err
 				}

@@ -4,12 +4,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 
+	"github.com/metabind/metabind/reconcile"
 	"github.com/metabind/metabind/store"
 )
+
+// gcLockTimeout bounds GC's wait for ADDs and DELs in flight to finish
+// (see reconcile.Run): longer than theirs, since it waits for all of them.
+const gcLockTimeout = 10 * time.Second
 
 // GC (CNI 1.1) removes the bindings and rules of every attachment that is
 // not in the runtime's list of valid attachments, and any per-pod rule left
@@ -32,9 +38,17 @@ func (p *Plugin) gc(c *call) error {
 		c.note("collected", 0, "reason", "no cni.dev/valid-attachments in the request")
 		return nil
 	}
-	keep := func(b store.Binding) bool { return valid[b.Attachment()] }
-	rep, err := Reconcile(c.conf.StateDir, p.LockTimeout, p.redirects(c), keep, false, p.Now())
-	c.note("removedBindings", len(rep.RemovedBindings), "removedRules", len(rep.RemovedRules), "restoredRules", len(rep.RestoredRules))
+	// The list is this network's: another network's bindings (a second
+	// conflist, a Multus delegate, another runtime sharing the state dir)
+	// are not its to judge, nor are records older than schema 2, which do
+	// not say which network wrote them.
+	keep := func(b store.Binding) bool { return b.Network != c.conf.Name || valid[b.Attachment()] }
+	rds, err := p.redirects(c).All()
+	if err != nil {
+		return err
+	}
+	rep, err := reconcile.Run(reconcile.Options{StateDir: c.conf.StateDir, LockTimeout: gcLockTimeout, Redirects: rds, Keep: keep})
+	c.note("removedBindings", len(rep.RemovedBindings), "removedRules", len(rep.RemovedRules), "restoredRules", len(rep.RestoredRules), "baseRepairs", rep.BaseRepairs)
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/metabind/metabind/plugin/redirect"
+	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/store"
 )
 
@@ -28,7 +28,7 @@ type Plugin struct {
 	// fails with CNI error 11 (try again later) and changes nothing.
 	LockTimeout time.Duration
 	// NewRedirect returns the iptables side for one metadata address.
-	NewRedirect func(metadata, responder netip.AddrPort) (*redirect.Redirect, error)
+	NewRedirect redirect.Maker
 	// Now stamps new bindings.
 	Now func() time.Time
 	// Checkpoint is called at each step of ADD and DEL where a crash would
@@ -126,20 +126,11 @@ func (p *Plugin) update(c *call, fn func(*store.Tx) error) error {
 }
 
 // ruleOf is the redirect that stands for a binding.
-func ruleOf(b store.Binding) redirect.Rule {
-	return redirect.Rule{
-		HostInterface: b.HostInterface,
-		Bridged:       b.Bridged,
-		IP:            b.IP,
-		Responder:     b.Responder,
-		ContainerID:   b.ContainerID,
-		IfName:        b.IfName,
-	}
-}
+func ruleOf(b store.Binding) redirect.Rule { return redirect.RuleFor(b) }
 
 // redirects are the iptables sides of this call's netconf.
-func (p *Plugin) redirects(c *call) *Redirects {
-	rds := NewRedirects(c.conf, p.NewRedirect)
+func (p *Plugin) redirects(c *call) *redirect.Set {
+	rds := redirect.NewSet(p.NewRedirect, c.conf.Metadata, c.conf.Responder, c.conf.Metadata6, c.conf.Responder6)
 	rds.AfterPiece = func() { p.checkpoint(c.verb + ":first-rule-piece") }
 	return rds
 }

@@ -16,12 +16,17 @@ import (
 
 // Binding is what the runtime told the plugin about one pod IP at ADD.
 type Binding struct {
-	IP            netip.Addr `json:"ip"`
-	ContainerID   string     `json:"containerID"`
-	IfName        string     `json:"ifName"`
-	NetNS         string     `json:"netns,omitempty"`
-	HostInterface string     `json:"hostInterface"`
-	Bridged       bool       `json:"bridged,omitempty"` // HostInterface is a bridge port
+	IP netip.Addr `json:"ip"`
+	// Network is the CNI network (the conflist's name) that bound the IP: a
+	// runtime's GC lists the valid attachments of one network, so only
+	// that network's bindings are its to collect. Empty in records written
+	// before schema 2.
+	Network       string `json:"network,omitempty"`
+	ContainerID   string `json:"containerID"`
+	IfName        string `json:"ifName"`
+	NetNS         string `json:"netns,omitempty"`
+	HostInterface string `json:"hostInterface"`
+	Bridged       bool   `json:"bridged,omitempty"` // HostInterface is a bridge port
 	// Responder is where the pod's redirect sends it, recorded so that the
 	// rule can be found again after the netconf changes.
 	Responder        netip.AddrPort    `json:"responder"`

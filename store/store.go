@@ -12,14 +12,20 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// SchemaVersion is the layout this binary reads and writes. A store written
-// by a newer schema is refused rather than misread.
-const SchemaVersion = 1
+// SchemaVersion is the layout this binary writes. A store written by a
+// newer schema is refused rather than misread; an older one is read as it
+// is and migrated by the first writer (see migrate.go).
+//
+//	1: bindings, attachments
+//	2: bindings carry the CNI network name; the bases bucket records what
+//	   the node's chains and jumps need
+const SchemaVersion = 2
 
 var (
 	bucketMeta        = []byte("meta")
 	bucketBindings    = []byte("bindings")    // IP -> Binding (JSON)
 	bucketAttachments = []byte("attachments") // containerID NUL ifname -> owned IPs (JSON list)
+	bucketBases       = []byte("bases")       // metadata address SP responder address -> Base (JSON)
 	keySchema         = []byte("schemaVersion")
 )
 
@@ -61,14 +67,20 @@ func Open(dir string, timeout time.Duration) (*Store, error) {
 	ready := false
 	err = db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
-		if meta == nil || tx.Bucket(bucketBindings) == nil || tx.Bucket(bucketAttachments) == nil {
+		if meta == nil {
 			return nil
 		}
-		ready = true
-		return checkSchema(meta.Get(keySchema))
+		v, err := readableSchema(meta.Get(keySchema))
+		ready = err == nil && v == SchemaVersion
+		return err
 	})
 	if err == nil && !ready {
-		err = db.Update(initSchema)
+		err = db.Update(func(tx *bolt.Tx) error {
+			if err := initSchema(tx); err != nil {
+				return err
+			}
+			return bumpGeneration(dir) // a migration is a write readers must see
+		})
 	}
 	if err != nil {
 		s.Close()
@@ -77,32 +89,48 @@ func Open(dir string, timeout time.Duration) (*Store, error) {
 	return s, nil
 }
 
+// initSchema creates a new store's buckets or migrates an older one to
+// SchemaVersion, in the opening writer's one transaction, so a node keeps
+// every binding across an upgrade and no reader sees half a migration.
+//
+// 1 -> 2 only adds the bases bucket: records written at 1 read as bindings
+// with an empty network (which conflist wrote them cannot be known, so a
+// network's GC leaves them alone; `metabindctl gc` collects them once their
+// netns is gone).
 func initSchema(tx *bolt.Tx) error {
 	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
 		return err
 	}
+	from := 0
 	if v := meta.Get(keySchema); v != nil {
-		if err := checkSchema(v); err != nil {
+		if from, err = readableSchema(v); err != nil {
 			return err
 		}
-	} else if err := meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
-		return err
 	}
-	for _, name := range [][]byte{bucketBindings, bucketAttachments} {
+	for _, name := range [][]byte{bucketBindings, bucketAttachments, bucketBases} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return err
 		}
 	}
-	return nil
+	if from == SchemaVersion {
+		return nil
+	}
+	return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
+}
+
+// readableSchema parses a stored schema version this binary can read.
+func readableSchema(v []byte) (int, error) {
+	n, err := strconv.Atoi(string(v))
+	if err != nil || n < 1 || n > SchemaVersion {
+		return 0, fmt.Errorf("binding store has schema version %q; this binary reads versions 1 to %d", v, SchemaVersion)
+	}
+	return n, nil
 }
 
 func checkSchema(v []byte) error {
-	n, err := strconv.Atoi(string(v))
-	if err != nil || n != SchemaVersion {
-		return fmt.Errorf("binding store has schema version %q; this binary reads version %d", v, SchemaVersion)
-	}
-	return nil
+	_, err := readableSchema(v)
+	return err
 }
 
 // Close releases the database and the lock.

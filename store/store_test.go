@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -135,15 +136,69 @@ func TestNewerSchemaIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, []byte("2")) }); err != nil {
+	newer := []byte(strconv.Itoa(SchemaVersion + 1))
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, newer) }); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
 	if _, err := Open(dir, time.Second); err == nil {
-		t.Fatal("Open accepted schema version 2")
+		t.Fatalf("Open accepted schema version %s", newer)
 	}
 	if _, err := ReadAll(dir, time.Second); err == nil {
-		t.Fatal("ReadAll accepted schema version 2")
+		t.Fatalf("ReadAll accepted schema version %s", newer)
+	}
+}
+
+// A store written at schema 1 (no network in bindings, no bases bucket)
+// reads as it is and is migrated by the first writer, bindings kept.
+func TestSchema1StoreIsReadAndMigrated(t *testing.T) {
+	dir := t.TempDir()
+	db, err := bolt.Open(DBPath(dir), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := `{"ip":"10.1.0.5","containerID":"c1","ifName":"eth0","hostInterface":"veth1","responder":"169.254.169.252:988","namespace":"ns","pod":"p","created":"2026-01-01T00:00:00Z"}`
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, _ := tx.CreateBucket(bucketMeta)
+		meta.Put(keySchema, []byte("1"))
+		b, _ := tx.CreateBucket(bucketBindings)
+		b.Put([]byte("10.1.0.5"), []byte(v1))
+		a, _ := tx.CreateBucket(bucketAttachments)
+		return a.Put([]byte("c1\x00eth0"), []byte(`["10.1.0.5"]`))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := ReadAll(dir, time.Second)
+	if err != nil || len(all) != 1 || all[0].Pod != "p" || all[0].Network != "" {
+		t.Fatalf("reading a schema 1 store: %+v, %v", all, err)
+	}
+	if bases, err := ReadBases(dir, time.Second); err != nil || len(bases) != 0 {
+		t.Fatalf("bases of a schema 1 store: %v, %v", bases, err)
+	}
+	base := Base{Metadata: netip.MustParseAddrPort("169.254.169.254:80"), Responder: netip.MustParseAddrPort("169.254.169.252:988"), Backend: "iptables"}
+	update(t, dir, func(tx *Tx) error { return tx.RecordBase(base) })
+	err = Read(dir, time.Second, func(tx *Tx) error {
+		v := tx.tx.Bucket(bucketMeta).Get(keySchema)
+		if string(v) != strconv.Itoa(SchemaVersion) {
+			t.Errorf("schema after the first write = %s, want %d", v, SchemaVersion)
+		}
+		got, ok, err := tx.Get(netip.MustParseAddr("10.1.0.5"))
+		if err != nil || !ok || got.ContainerID != "c1" {
+			t.Errorf("binding after migration: %+v %v %v", got, ok, err)
+		}
+		by, err := tx.ByAttachment(Attachment{ContainerID: "c1", IfName: "eth0"})
+		if err != nil || len(by) != 1 {
+			t.Errorf("attachment index after migration: %v %v", by, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bases, err := ReadBases(dir, time.Second); err != nil || len(bases) != 1 || bases[0].Metadata != base.Metadata {
+		t.Fatalf("bases after RecordBase: %v, %v", bases, err)
 	}
 }
 

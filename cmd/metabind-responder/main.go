@@ -19,13 +19,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/metabind/metabind/reconcile"
+	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/responder"
 	"github.com/metabind/metabind/store"
 )
 
 const (
-	storeTimeout    = 2 * time.Second
-	shutdownTimeout = 10 * time.Second
+	storeTimeout      = 2 * time.Second
+	repairLockTimeout = 10 * time.Second
+	shutdownTimeout   = 10 * time.Second
 )
 
 // defaultGCPercent is the garbage collector's target unless GOGC is set.
@@ -111,6 +114,12 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 		log.Info("listening", "listen", ln.Addr().String(), "addressAddedTo", addedTo)
 		listeners = append(listeners, ln)
 	}
+
+	// The rules the plugin installed are kept whole from here, without
+	// waiting for a pod event: a firewall reload that flushes INPUT, or a
+	// deleted chain, is undone within reconcile.RepairInterval.
+	repairer := &reconcile.Repairer{StateDir: stateDir, LockTimeout: repairLockTimeout, Log: log.With("component", "repair"), NewRedirect: redirect.New}
+	go repairer.Run(ctx, reconcile.RepairInterval)
 
 	srv := responder.NewServer(responder.NewHandler(cfg, view, iss, log), log)
 	log.Info("metabind-responder serving",

@@ -6,16 +6,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"time"
 
 	"github.com/metabind/metabind/plugin"
-	"github.com/metabind/metabind/plugin/redirect"
+	"github.com/metabind/metabind/reconcile"
+	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/store"
 )
 
-// gcLockTimeout bounds gc's wait for the store, as the plugin's.
-const gcLockTimeout = 3 * time.Second
+// gcLockTimeout bounds gc's wait for the pod changes in flight.
+const gcLockTimeout = 10 * time.Second
 
 // runGC is the admin's garbage collection: it works from what the node can
 // see (does the pod's netns still exist?) rather than from a runtime's list
@@ -24,8 +26,9 @@ func runGC(stateDir string, argv []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("gc", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dryRun := fs.Bool("dry-run", false, "report what gc would do, change nothing")
-	metadata := fs.String("metadata-address", plugin.DefaultMetadataAddress, "the netconf's metadataAddress")
-	responder := fs.String("responder-address", plugin.DefaultResponderAddress, "the netconf's responderAddress")
+	force := fs.Bool("force", false, "remove the bindings even when that is every binding on the node")
+	metadata := fs.String("metadata-address", "", "the netconf's metadataAddress (default: every address the plugin recorded)")
+	responder := fs.String("responder-address", plugin.DefaultResponderAddress, "the netconf's responderAddress, with --metadata-address")
 	metadata6 := fs.String("metadata-address6", "", "the netconf's metadataAddress6, if set (dual stack)")
 	responder6 := fs.String("responder-address6", "", "the netconf's responderAddress6, if set")
 	if err := fs.Parse(argv); err != nil {
@@ -34,21 +37,17 @@ func runGC(stateDir string, argv []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 0 {
 		return fmt.Errorf("gc takes no arguments, got %q", fs.Args())
 	}
-	// The same parsing and checks as the plugin's netconf.
-	netconf, err := json.Marshal(map[string]string{
-		"cniVersion": "1.1.0", "name": "metabindctl", "type": "metabind", "stateDir": stateDir,
-		"metadataAddress": *metadata, "responderAddress": *responder,
-		"metadataAddress6": *metadata6, "responderAddress6": *responder6,
+	rds, err := gcRedirects(stateDir, *metadata, *responder, *metadata6, *responder6)
+	if err != nil {
+		return err
+	}
+	rep, err := reconcile.Run(reconcile.Options{
+		StateDir: stateDir, LockTimeout: gcLockTimeout, Redirects: rds,
+		Keep: netnsExists, RefuseAll: !*force, DryRun: *dryRun,
 	})
-	if err != nil {
-		return err
+	if errors.Is(err, reconcile.ErrAll) {
+		return fmt.Errorf("%w; if metabindctl runs in a container, give it the host's /var/run/netns (and /proc for /proc/PID/ns paths); if every pod on this node is really gone, run again with --force", err)
 	}
-	conf, err := plugin.ParseConfig(netconf)
-	if err != nil {
-		return err
-	}
-	rds := plugin.NewRedirects(conf, redirect.New)
-	rep, err := plugin.Reconcile(conf.StateDir, gcLockTimeout, rds, netnsExists, *dryRun, time.Now())
 	if err != nil {
 		return err
 	}
@@ -63,9 +62,58 @@ func runGC(stateDir string, argv []string, stdout, stderr io.Writer) error {
 	for _, b := range rep.RestoredRules {
 		fmt.Fprintf(stdout, "%s the rules of %s %s/%s on %s\n", restore, b.IP, b.Namespace, b.Pod, b.HostInterface)
 	}
+	for _, d := range rep.BaseRepairs {
+		fmt.Fprintf(stdout, "%s base: %s\n", map[bool]string{true: "would repair", false: "repaired"}[*dryRun], d)
+	}
 	fmt.Fprintf(stdout, "gc: %d bindings and %d rules %s, %d bindings' rules %s\n",
 		len(rep.RemovedBindings), len(rep.RemovedRules), verb, len(rep.RestoredRules), restore)
 	return errors.Join(rep.Errors...)
+}
+
+// gcRedirects are the bases gc keeps whole: the addresses given, checked
+// as the plugin checks its netconf, or else every base the plugin recorded
+// (the defaults on a store that has none yet).
+func gcRedirects(stateDir, metadata, responder, metadata6, responder6 string) ([]*redirect.Redirect, error) {
+	var pairs [][2]netip.AddrPort
+	if metadata == "" && metadata6 == "" {
+		bases, err := store.ReadBases(stateDir, readTimeout)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range bases {
+			pairs = append(pairs, [2]netip.AddrPort{b.Metadata, b.Responder})
+		}
+		if len(pairs) == 0 {
+			metadata = plugin.DefaultMetadataAddress
+		}
+	}
+	if len(pairs) == 0 {
+		netconf, err := json.Marshal(map[string]string{
+			"cniVersion": "1.1.0", "name": "metabindctl", "type": "metabind", "stateDir": stateDir,
+			"metadataAddress": metadata, "responderAddress": responder,
+			"metadataAddress6": metadata6, "responderAddress6": responder6,
+		})
+		if err != nil {
+			return nil, err
+		}
+		conf, err := plugin.ParseConfig(netconf)
+		if err != nil {
+			return nil, err
+		}
+		pairs = append(pairs, [2]netip.AddrPort{conf.Metadata, conf.Responder})
+		if conf.Metadata6.IsValid() {
+			pairs = append(pairs, [2]netip.AddrPort{conf.Metadata6, conf.Responder6})
+		}
+	}
+	var out []*redirect.Redirect
+	for _, p := range pairs {
+		rd, err := redirect.New(p[0], p[1])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rd)
+	}
+	return out, nil
 }
 
 // netnsExists keeps a binding while its pod's netns is there. A binding

@@ -10,7 +10,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/metabind/metabind/plugin"
-	"github.com/metabind/metabind/plugin/redirect"
+	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/store"
 )
 

@@ -28,6 +28,8 @@ package redirect
 import (
 	"net/netip"
 	"strconv"
+
+	"github.com/metabind/metabind/store"
 )
 
 // Chain names are part of the node's state: changing them would strand the
@@ -50,6 +52,18 @@ type Rule struct {
 	Responder     netip.AddrPort // where its metadata traffic goes
 	ContainerID   string
 	IfName        string
+}
+
+// RuleFor is the rule that stands for a binding.
+func RuleFor(b store.Binding) Rule {
+	return Rule{
+		HostInterface: b.HostInterface,
+		Bridged:       b.Bridged,
+		IP:            b.IP,
+		Responder:     b.Responder,
+		ContainerID:   b.ContainerID,
+		IfName:        b.IfName,
+	}
 }
 
 // Comment names the CNI attachment that owns a rule.
@@ -108,14 +122,20 @@ func (r Rule) SourceSpec() []string {
 	)
 }
 
-// jumpSpec selects traffic to addr: tcp, its port.
-func jumpSpec(addr netip.AddrPort, target, comment string) []string {
-	return []string{
-		"-d", prefix(addr.Addr()),
+// jumpSpec selects traffic to addr: tcp, its port; notLo spares the
+// node's own loopback traffic. Base rules are written in the order
+// `iptables -S` prints them (-d, -i, -p, matches, target), so that a listing
+// can be compared with them word for word (audit.go).
+func jumpSpec(addr netip.AddrPort, notLo bool, target, comment string) []string {
+	spec := []string{"-d", prefix(addr.Addr())}
+	if notLo {
+		spec = append(spec, "!", "-i", "lo")
+	}
+	return append(spec,
 		"-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(int(addr.Port())),
 		"-m", "comment", "--comment", comment,
 		"-j", target,
-	}
+	)
 }
 
 // base is every rule and chain the per-pod rules rely on, in the order
@@ -123,21 +143,20 @@ func jumpSpec(addr netip.AddrPort, target, comment string) []string {
 // never a moment with a redirect and no block. A piece with no spec is a
 // chain.
 func base(metadata, responder netip.AddrPort) []piece {
-	notLo := []string{"!", "-i", "lo"}
 	return []piece{
 		{"filter", FilterChain, nil, false},
 		{"filter", FilterChain, blockSpec("metabind: metadata traffic with no pod binding"), false},
 		// Unclaimed metadata traffic routed on, to a metadata server behind
 		// the node, and to one on the node itself (loopback spared, so the
 		// node's own processes still reach it).
-		{"filter", "FORWARD", jumpSpec(metadata, FilterChain, "metabind: block unclaimed metadata traffic"), true},
-		{"filter", "INPUT", append(notLo, jumpSpec(metadata, FilterChain, "metabind: block unclaimed metadata traffic")...), true},
+		{"filter", "FORWARD", jumpSpec(metadata, false, FilterChain, "metabind: block unclaimed metadata traffic"), true},
+		{"filter", "INPUT", jumpSpec(metadata, true, FilterChain, "metabind: block unclaimed metadata traffic"), true},
 		{"filter", SourceChain, nil, false},
 		// Inserted first in this order, the jump ends up above the REJECT.
-		{"filter", "INPUT", append(notLo, guardSpec(responder)...), true},
-		{"filter", "INPUT", append(notLo, jumpSpec(responder, SourceChain, "metabind: only bound pods reach the responder")...), true},
+		{"filter", "INPUT", guardSpec(responder), true},
+		{"filter", "INPUT", jumpSpec(responder, true, SourceChain, "metabind: only bound pods reach the responder"), true},
 		{"nat", NATChain, nil, false},
-		{"nat", "PREROUTING", jumpSpec(metadata, NATChain, "metabind: metadata traffic to per-pod redirects"), true},
+		{"nat", "PREROUTING", jumpSpec(metadata, false, NATChain, "metabind: metadata traffic to per-pod redirects"), true},
 	}
 }
 
@@ -145,7 +164,7 @@ func base(metadata, responder netip.AddrPort) []piece {
 // source rule accepted.
 func guardSpec(responder netip.AddrPort) []string {
 	return []string{
-		"-d", prefix(responder.Addr()),
+		"-d", prefix(responder.Addr()), "!", "-i", "lo",
 		"-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(int(responder.Port())),
 		"-m", "comment", "--comment", "metabind: not a bound pod veth and address",
 		"-j", "REJECT", "--reject-with", "tcp-reset",

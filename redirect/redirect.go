@@ -30,9 +30,11 @@ var _ Tables = (*iptables.IPTables)(nil)
 // process per rule. Everything else (first set-up, CHECK, GC, repairs) goes
 // through go-iptables, created only when first needed.
 type Redirect struct {
-	tables  Tables
-	restore func(batch string) error // nil: no batches, rule by rule
-	base    []piece
+	family   int            // 0: IPv4, 1: IPv6
+	metadata netip.AddrPort // what its base redirects
+	tables   Tables
+	restore  func(batch string) error // nil: no batches, rule by rule
+	base     []piece
 	// AfterPiece, if set, is called after each per-pod piece is added or
 	// removed one by one: the crash tests' checkpoint between a rule's two
 	// pieces.
@@ -54,104 +56,20 @@ func New(metadata, responder netip.AddrPort) (*Redirect, error) {
 
 // NewWithTables returns a Redirect over t, without batches.
 func NewWithTables(t Tables, metadata, responder netip.AddrPort) *Redirect {
-	return &Redirect{tables: t, base: base(metadata, responder)}
+	return &Redirect{family: Family(metadata.Addr()), metadata: metadata, tables: t, base: base(metadata, responder)}
 }
+
+// Family is 0 for IPv4 and 1 for IPv6.
+func (r *Redirect) Family() int { return r.family }
+
+// Metadata is the metadata address the base redirects.
+func (r *Redirect) Metadata() netip.AddrPort { return r.metadata }
 
 // Ready runs iptables once, to tell whether it works at all (STATUS).
 func (r *Redirect) Ready() error {
 	if lt, ok := r.tables.(*lazyTables); ok {
 		_, err := lt.get()
 		return err
-	}
-	return nil
-}
-
-// BaseInstalled is the fast check an ADD makes: two invocations, for the
-// first and the last piece EnsureBase installs. CHECK verifies every piece
-// (CheckBase).
-func (r *Redirect) BaseInstalled() (bool, error) {
-	for _, p := range []piece{r.base[2], r.base[len(r.base)-1]} {
-		ok, err := r.exists(p)
-		if err != nil || !ok {
-			return false, err
-		}
-	}
-	return true, nil
-}
-
-// EnsureBase creates the chains, jumps and block rules every pod rule relies
-// on; pieces already there are left alone, except that the rules that go
-// first in a built-in chain are all put back in order when one of them is
-// missing (the jump to SourceChain must stay above its REJECT). Callers
-// serialise it (the plugin's set-up lock).
-func (r *Redirect) EnsureBase() error {
-	for _, p := range r.base {
-		if p.spec != nil && p.first {
-			continue
-		}
-		if p.spec == nil {
-			if err := r.ensureChain(p.table, p.chain); err != nil {
-				return err
-			}
-			continue
-		}
-		if _, err := r.ensure(p); err != nil {
-			return err
-		}
-	}
-	// The first rules of each built-in chain, in base order.
-	byChain := map[string][]piece{}
-	var chains []string
-	for _, p := range r.base {
-		if p.spec != nil && p.first {
-			k := p.table + " " + p.chain
-			if byChain[k] == nil {
-				chains = append(chains, k)
-			}
-			byChain[k] = append(byChain[k], p)
-		}
-	}
-	for _, k := range chains {
-		pieces := byChain[k]
-		whole := true
-		for _, p := range pieces {
-			ok, err := r.exists(p)
-			if err != nil {
-				return err
-			}
-			whole = whole && ok
-		}
-		if whole {
-			continue
-		}
-		for _, p := range pieces {
-			if err := r.tables.Delete(p.table, p.chain, p.spec...); err != nil && !isNotExist(err) {
-				return fmt.Errorf("re-place %s %s: %w", p.table, p.chain, err)
-			}
-		}
-		for _, p := range pieces {
-			if err := r.put(p); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// CheckBase reports an error naming the first chain, jump or block rule
-// that EnsureBase would have to create.
-func (r *Redirect) CheckBase() error {
-	for _, p := range r.base {
-		if p.spec == nil {
-			continue // a missing chain shows as a missing rule in it or a jump to it
-		}
-		ok, err := r.exists(p)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return fmt.Errorf("%s %s lacks metabind's rule %q", p.table, p.chain, strings.Join(p.spec, " "))
-		}
 	}
 	return nil
 }

@@ -52,9 +52,9 @@ func TestBaseSelectsOnlyMetadataAndResponderTraffic(t *testing.T) {
 	}
 	want := []string{
 		"FORWARD -d 169.254.169.254/32 -p tcp -m tcp --dport 80 ",
-		"INPUT ! -i lo -d 169.254.169.254/32 -p tcp -m tcp --dport 80 ",
-		"INPUT ! -i lo -d 169.254.169.252/32 -p tcp -m tcp --dport 988 ", // the guard: REJECT
-		"INPUT ! -i lo -d 169.254.169.252/32 -p tcp -m tcp --dport 988 ", // the jump to SourceChain
+		"INPUT -d 169.254.169.254/32 ! -i lo -p tcp -m tcp --dport 80 ",
+		"INPUT -d 169.254.169.252/32 ! -i lo -p tcp -m tcp --dport 988 ", // the guard: REJECT
+		"INPUT -d 169.254.169.252/32 ! -i lo -p tcp -m tcp --dport 988 ", // the jump to SourceChain
 		"PREROUTING -d 169.254.169.254/32 -p tcp -m tcp --dport 80 ",
 	}
 	if len(jumps) != len(want) {
@@ -139,13 +139,13 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func TestBaseInstalledIsTwoChecks(t *testing.T) {
+func TestEnsureBaseRepairsWhatIsMissingAndOnlyThat(t *testing.T) {
 	f := newFake()
 	r := NewWithTables(f, metadata, responder)
-	if ok, err := r.BaseInstalled(); err != nil || ok {
-		t.Fatalf("BaseInstalled on an empty node = %v, %v", ok, err)
+	if problems, err := r.AuditBase(); err != nil || len(problems) == 0 {
+		t.Fatalf("AuditBase on an empty node = %q, %v; want every rule missing", problems, err)
 	}
-	if err := r.EnsureBase(); err != nil {
+	if _, err := r.EnsureBase(); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.CheckBase(); err != nil {
@@ -177,22 +177,27 @@ func TestBaseInstalledIsTwoChecks(t *testing.T) {
 	if err := f.Delete(guard.table, guard.chain, guard.spec...); err != nil {
 		t.Fatalf("remove the guard: %v", err)
 	}
-	if err := r.EnsureBase(); err != nil || !jumpAboveGuard() {
-		t.Fatalf("INPUT after repairing the guard: %q, %v", f.rules["filter/INPUT"], err)
+	if repaired, err := r.EnsureBase(); err != nil || !jumpAboveGuard() || len(repaired) != 1 {
+		t.Fatalf("INPUT after repairing the guard: %q, %v (found %q)", f.rules["filter/INPUT"], err, repaired)
 	}
-	f.calls = nil
-	if ok, err := r.BaseInstalled(); err != nil || !ok {
-		t.Fatalf("BaseInstalled = %v, %v", ok, err)
+	// Another agent's ACCEPT on top of INPUT shadows the block: the jumps
+	// go back on top.
+	f.rules["filter/INPUT"] = append([]string{"-i cali+ -j ACCEPT"}, f.rules["filter/INPUT"]...)
+	if problems, _ := r.AuditBase(); len(problems) != 1 || !strings.Contains(problems[0], "stands above") {
+		t.Fatalf("AuditBase with a foreign rule on top = %q", problems)
 	}
-	if want := []string{"check FORWARD", "check PREROUTING"}; !reflect.DeepEqual(f.calls, want) {
-		t.Fatalf("BaseInstalled ran %q, want %q", f.calls, want)
-	}
-	f.calls = nil
-	if err := r.EnsureBase(); err != nil {
+	if _, err := r.EnsureBase(); err != nil {
 		t.Fatal(err)
 	}
+	if in := f.rules["filter/INPUT"]; in[len(in)-1] != "-i cali+ -j ACCEPT" || !jumpAboveGuard() {
+		t.Fatalf("INPUT after the repair: %q; metabind's rules must be above the foreign ACCEPT", in)
+	}
+	f.calls = nil
+	if repaired, err := r.EnsureBase(); err != nil || len(repaired) != 0 {
+		t.Fatalf("EnsureBase on a whole base = %q, %v", repaired, err)
+	}
 	for _, c := range f.calls {
-		if !strings.HasPrefix(c, "check") && !strings.HasPrefix(c, "new") {
+		if !strings.HasPrefix(c, "list") {
 			t.Fatalf("EnsureBase on an installed base changed something: %q", f.calls)
 		}
 	}

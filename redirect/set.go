@@ -1,31 +1,33 @@
-package plugin
+package redirect
 
 import (
 	"net/netip"
-
-	"github.com/metabind/metabind/plugin/redirect"
 )
 
-// Redirects are the iptables sides of one netconf: IPv4 always, IPv6 when
-// metadataAddress6 is set. Each is created on first use, since creating one
-// runs `iptables --version`.
-type Redirects struct {
-	newRedirect func(metadata, responder netip.AddrPort) (*redirect.Redirect, error)
+// Maker creates the Redirect of one metadata address (New, or a test's).
+type Maker func(metadata, responder netip.AddrPort) (*Redirect, error)
+
+// Set is the iptables side of one netconf: IPv4 always, IPv6 when
+// metadataAddress6 is set. Each family's Redirect is created on first use.
+type Set struct {
+	newRedirect Maker
 	addrs       [2][2]netip.AddrPort // by family (0: IPv4, 1: IPv6): metadata, responder
-	made        [2]*redirect.Redirect
+	made        [2]*Redirect
 	// AfterPiece is handed to every Redirect made (the crash checkpoints).
 	AfterPiece func()
 }
 
-// NewRedirects returns the redirects of conf; newRedirect makes each.
-func NewRedirects(conf *NetConf, newRedirect func(metadata, responder netip.AddrPort) (*redirect.Redirect, error)) *Redirects {
-	return &Redirects{
+// NewSet returns the redirects for an IPv4 pair of addresses and, when
+// metadata6 is valid, an IPv6 pair; newRedirect makes each.
+func NewSet(newRedirect Maker, metadata, responder, metadata6, responder6 netip.AddrPort) *Set {
+	return &Set{
 		newRedirect: newRedirect,
-		addrs:       [2][2]netip.AddrPort{{conf.Metadata, conf.Responder}, {conf.Metadata6, conf.Responder6}},
+		addrs:       [2][2]netip.AddrPort{{metadata, responder}, {metadata6, responder6}},
 	}
 }
 
-func family(ip netip.Addr) int {
+// Family is 0 for IPv4 and 1 for IPv6: the index of ip's redirect.
+func Family(ip netip.Addr) int {
 	if ip.Is6() {
 		return 1
 	}
@@ -33,18 +35,18 @@ func family(ip netip.Addr) int {
 }
 
 // Configured reports whether ip's family has a metadata address.
-func (r *Redirects) Configured(ip netip.Addr) bool {
-	return r.addrs[family(ip)][0].IsValid()
+func (r *Set) Configured(ip netip.Addr) bool {
+	return r.addrs[Family(ip)][0].IsValid()
 }
 
 // Responder is where the redirect of ip's family sends metadata traffic.
-func (r *Redirects) Responder(ip netip.Addr) netip.AddrPort {
-	return r.addrs[family(ip)][1]
+func (r *Set) Responder(ip netip.Addr) netip.AddrPort {
+	return r.addrs[Family(ip)][1]
 }
 
 // For returns the redirect of ip's family.
-func (r *Redirects) For(ip netip.Addr) (*redirect.Redirect, error) {
-	f := family(ip)
+func (r *Set) For(ip netip.Addr) (*Redirect, error) {
+	f := Family(ip)
 	if r.made[f] != nil {
 		return r.made[f], nil
 	}
@@ -65,8 +67,8 @@ func (r *Redirects) For(ip netip.Addr) (*redirect.Redirect, error) {
 }
 
 // All returns the redirect of every configured family.
-func (r *Redirects) All() ([]*redirect.Redirect, error) {
-	var out []*redirect.Redirect
+func (r *Set) All() ([]*Redirect, error) {
+	var out []*Redirect
 	for _, ip := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
 		if !r.Configured(ip) {
 			continue

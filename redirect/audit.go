@@ -1,0 +1,251 @@
+package redirect
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// The base is damaged in three ways: a firewall reload flushes a built-in
+// chain (INPUT, FORWARD, PREROUTING) or a whole table, someone deletes one
+// of metabind's chains, or another agent (Calico, a host firewall) inserts
+// rules at the top of a built-in chain. The last is as bad as the others:
+// an ACCEPT above metabind's block lets an unbound pod reach the node's
+// real metadata server. AuditBase finds all three by listing the chains;
+// EnsureBase puts back what is missing and re-places the jumps on top.
+
+// damage is what an audit found.
+type damage struct {
+	problems []string
+	// replace names the built-in chains ("table chain") whose metabind
+	// rules must be put back on top, in order.
+	replace map[string]bool
+	// present counts the listed copies of each base rule.
+	present map[string]int
+}
+
+// AuditBase lists what is wrong with the chains, jumps and block rules, in
+// words an operator can act on; none means the base is whole. It only
+// reads: one `iptables -S` per chain involved.
+func (r *Redirect) AuditBase() ([]string, error) {
+	d, err := r.audit()
+	return d.problems, err
+}
+
+// CheckBase reports the first thing AuditBase finds, as an error.
+func (r *Redirect) CheckBase() error {
+	problems, err := r.AuditBase()
+	if err != nil {
+		return err
+	}
+	if len(problems) > 0 {
+		return errors.New(problems[0])
+	}
+	return nil
+}
+
+func (r *Redirect) audit() (damage, error) {
+	d := damage{replace: map[string]bool{}, present: map[string]int{}}
+	listed := map[string][]string{}
+	exists := map[string]bool{}
+	list := func(table, chain string) ([]string, error) {
+		k := table + " " + chain
+		if _, ok := exists[k]; ok {
+			return listed[k], nil
+		}
+		lines, ok, err := r.listRules(table, chain)
+		listed[k], exists[k] = lines, ok
+		return lines, err
+	}
+	for _, p := range r.base {
+		lines, err := list(p.table, p.chain)
+		if err != nil {
+			return d, err
+		}
+		if p.spec == nil {
+			if !exists[p.table+" "+p.chain] {
+				d.problems = append(d.problems, fmt.Sprintf("%s chain %s is missing", p.table, p.chain))
+			}
+			continue
+		}
+		n := count(lines, p.listed())
+		d.present[p.listed()] = n
+		if n == 0 {
+			d.problems = append(d.problems, fmt.Sprintf("%s %s lacks metabind's rule %q", p.table, p.chain, strings.Join(p.spec, " ")))
+			if p.first {
+				d.replace[p.table+" "+p.chain] = true
+			}
+		}
+	}
+	// The jumps must stand on top of their built-in chains, in the order
+	// EnsureBase inserts them, with nothing but metabind's own rules above
+	// them.
+	for _, k := range firstChains(r.base) {
+		lines := listed[k]
+		pos, ok := -1, true
+		for _, p := range topOrder(r.base, k) {
+			i := index(lines, p.listed())
+			if i < 0 {
+				continue // reported as missing
+			}
+			if i < pos {
+				ok = false
+				d.problems = append(d.problems, fmt.Sprintf("%s: metabind's rules are out of order", k))
+			}
+			pos = max(pos, i)
+		}
+		for i := 0; i < pos && ok; i++ {
+			if !isMetabinds(lines[i]) {
+				ok = false
+				d.problems = append(d.problems, fmt.Sprintf("%s: %q stands above metabind's jumps", k, lines[i]))
+			}
+		}
+		if !ok {
+			d.replace[k] = true
+		}
+	}
+	return d, nil
+}
+
+// EnsureBase creates the chains, jumps and block rules every pod rule
+// relies on, and puts metabind's jumps back on top of their built-in
+// chains when anything stands above them or one is missing. It returns what
+// it found wrong (nothing when the base was whole, in which case it changed
+// nothing). Callers serialise it (the plugin's set-up lock, the rules lock).
+func (r *Redirect) EnsureBase() ([]string, error) {
+	d, err := r.audit()
+	if err != nil || len(d.problems) == 0 {
+		return nil, err
+	}
+	for _, p := range r.base {
+		if p.spec == nil {
+			if err := r.ensureChain(p.table, p.chain); err != nil {
+				return d.problems, err
+			}
+		} else if !p.first && d.present[p.listed()] == 0 {
+			if err := r.put(p); err != nil {
+				return d.problems, err
+			}
+		}
+	}
+	if len(d.replace) == 0 {
+		return d.problems, nil
+	}
+	if r.restore != nil {
+		return d.problems, r.replaceAtomically(d)
+	}
+	for _, k := range firstChains(r.base) {
+		if !d.replace[k] {
+			continue
+		}
+		for _, p := range r.base {
+			if p.first && p.table+" "+p.chain == k {
+				for n := d.present[p.listed()]; n > 0; n-- {
+					if err := r.tables.Delete(p.table, p.chain, p.spec...); err != nil && !isNotExist(err) {
+						return d.problems, fmt.Errorf("re-place %s: %w", k, err)
+					}
+				}
+				if err := r.put(p); err != nil {
+					return d.problems, err
+				}
+			}
+		}
+	}
+	return d.problems, nil
+}
+
+// replaceAtomically deletes every listed copy of the jumps of the damaged
+// chains and inserts them on top, in one iptables-restore run: each table
+// commits whole, so there is no moment without the block or the source
+// check. If the chains changed since the audit, the run fails and changes
+// nothing; the next repair tries again.
+func (r *Redirect) replaceAtomically(d damage) error {
+	var b batch
+	for _, p := range r.base {
+		if !p.first || !d.replace[p.table+" "+p.chain] {
+			continue
+		}
+		for n := d.present[p.listed()]; n > 0; n-- {
+			b.line(p.table, "-D", p.chain, p.spec)
+		}
+		b.line(p.table, "-I", p.chain+" 1", p.spec)
+	}
+	return r.restore(b.String())
+}
+
+// listRules returns a chain's rules as `iptables -S` prints them, without
+// quotes; ok is false when the chain does not exist.
+func (r *Redirect) listRules(table, chain string) (rules []string, ok bool, err error) {
+	lines, err := r.tables.List(table, chain)
+	if err != nil {
+		if isNotExist(err) || chainInMissingTable(err) {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("list %s %s: %w", table, chain, err)
+	}
+	for _, l := range lines {
+		if strings.HasPrefix(l, "-A ") {
+			rules = append(rules, strings.ReplaceAll(l, `"`, ""))
+		}
+	}
+	return rules, true, nil
+}
+
+// listed is the piece as `iptables -S` prints it, quotes removed. Base
+// specs are written in iptables' own order (see jumpSpec) and hold no
+// quote, so the two compare word for word.
+func (p piece) listed() string {
+	return "-A " + p.chain + " " + strings.Join(p.spec, " ")
+}
+
+// isMetabinds tells metabind's own rules (base and per-pod: all carry a
+// comment starting "metabind") from everyone else's.
+func isMetabinds(listed string) bool {
+	return strings.Contains(listed, "--comment "+strings.TrimSuffix(CommentPrefix, ":"))
+}
+
+// firstChains are the built-in chains that hold jumps ("table chain"), in
+// base order.
+func firstChains(base []piece) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range base {
+		k := p.table + " " + p.chain
+		if p.spec != nil && p.first && !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// topOrder is the order in which the jumps of chain k stand once each was
+// inserted at position 1 in base order: the reverse.
+func topOrder(base []piece, k string) []piece {
+	var out []piece
+	for _, p := range base {
+		if p.spec != nil && p.first && p.table+" "+p.chain == k {
+			out = append([]piece{p}, out...)
+		}
+	}
+	return out
+}
+
+func index(lines []string, s string) int {
+	for i, l := range lines {
+		if l == s {
+			return i
+		}
+	}
+	return -1
+}
+
+func count(lines []string, s string) int {
+	n := 0
+	for _, l := range lines {
+		if l == s {
+			n++
+		}
+	}
+	return n
+}

@@ -1,0 +1,69 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Base is what the node's chains and jumps need for one pair of addresses:
+// the plugin records it at ADD so that a long-running process (the
+// responder's repair loop) can rebuild the base after a firewall reload
+// without reading the runtime's conflist.
+type Base struct {
+	Metadata  netip.AddrPort `json:"metadata"`
+	Responder netip.AddrPort `json:"responder"`
+	// Backend is what programs the redirect: "iptables" today.
+	Backend  string    `json:"backend"`
+	Recorded time.Time `json:"recorded"`
+}
+
+func (b Base) key() []byte { return []byte(b.Metadata.String() + " " + b.Responder.String()) }
+
+// RecordBase stores b unless the same addresses and backend are recorded
+// already: an ADD calls it in its own transaction, where it costs one read.
+func (t *Tx) RecordBase(b Base) error {
+	bk := t.tx.Bucket(bucketBases)
+	if bk == nil {
+		return fmt.Errorf("binding store has no %s bucket", bucketBases)
+	}
+	if v := bk.Get(b.key()); v != nil {
+		var old Base
+		if json.Unmarshal(v, &old) == nil && old.Backend == b.Backend {
+			return nil
+		}
+	}
+	v, err := json.Marshal(b)
+	if err != nil {
+		return err
+	}
+	return bk.Put(b.key(), v)
+}
+
+// Bases returns every recorded base, skipping records it cannot read.
+func (t *Tx) Bases() []Base {
+	bk := t.tx.Bucket(bucketBases)
+	if bk == nil {
+		return nil
+	}
+	var out []Base
+	bk.ForEach(func(_, v []byte) error {
+		var b Base
+		if json.Unmarshal(v, &b) == nil && b.Metadata.IsValid() && b.Responder.IsValid() {
+			out = append(out, b)
+		}
+		return nil
+	})
+	return out
+}
+
+// ReadBases returns the bases recorded under dir (none without a store).
+func ReadBases(dir string, timeout time.Duration) ([]Base, error) {
+	var out []Base
+	err := Read(dir, timeout, func(tx *Tx) error {
+		out = tx.Bases()
+		return nil
+	})
+	return out, err
+}
