@@ -400,16 +400,19 @@ func (h *handler) token(w *statusWriter, r *http.Request, c *caller, v *view, ki
 // mint signs a new token for key and writes its audit line.
 func (h *handler) mint(r *http.Request, c *caller, v *view, key *tokenKey, now time.Time) (*cachedToken, error) {
 	var claims *Claims
+	sub := h.subject(c, v)
+	typ := TypeIDToken
 	if key.kind == accessToken {
-		claims = h.iss.NewClaims(h.subject(c, v), []string{h.iss.URL()}, now)
+		// RFC 9068: iss, exp, aud, sub, client_id, iat and jti, and the
+		// scope granted.
+		typ = TypeAccessToken
+		claims = h.iss.NewClaims(sub, []string{h.iss.URL()}, now)
+		claims.ClientID = sub.Party()
 		claims.Scope = key.param
 	} else {
-		claims = h.iss.NewClaims(h.subject(c, v), []string{key.param}, now)
-		claims.AuthorizedParty = claims.Subject
-		if claims.Email != "" {
-			claims.AuthorizedParty = claims.Email
-			claims.EmailVerified = true
-		}
+		claims = h.iss.NewClaims(sub, []string{key.param}, now)
+		claims.AuthorizedParty = sub.Party()
+		claims.EmailVerified = claims.Email != ""
 		if key.kind == idTokenFull {
 			claims.Google = &GoogleClaims{ComputeEngine: ComputeEngineClaims{
 				ProjectID:     h.cfg.Project.ID,
@@ -420,7 +423,7 @@ func (h *handler) mint(r *http.Request, c *caller, v *view, key *tokenKey, now t
 			}}
 		}
 	}
-	tok, kid, err := h.iss.sign(claims)
+	tok, kid, err := h.iss.sign(claims, typ)
 	if err != nil {
 		return nil, err
 	}

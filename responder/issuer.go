@@ -375,17 +375,20 @@ func (i *Issuer) pathPrefix() string {
 	return strings.TrimSuffix(u.Path, "/")
 }
 
-// Sign signs c with the current key (ES256, header kid).
+// Sign signs c with the current key (ES256, header kid) as a plain JWT
+// (typ TypeIDToken).
 func (i *Issuer) Sign(c *Claims) (string, error) {
-	tok, _, err := i.sign(c)
+	tok, _, err := i.sign(c, TypeIDToken)
 	return tok, err
 }
 
-// sign is Sign, also returning the key ID used.
-func (i *Issuer) sign(c *Claims) (tok, kid string, err error) {
+// sign signs c as a token of type typ (TypeIDToken or TypeAccessToken) and
+// returns it with the key ID used.
+func (i *Issuer) sign(c *Claims, typ string) (tok, kid string, err error) {
 	t := jwt.NewWithClaims(jwt.SigningMethodES256, c)
 	k := i.current()
 	t.Header["kid"] = k.kid
+	t.Header["typ"] = typ
 	s, err := t.SignedString(k.key)
 	if err != nil {
 		return "", "", fmt.Errorf("sign token: %w", err)
