@@ -9,6 +9,17 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
+// JWT header typ of each kind of token. Access tokens say at+jwt (RFC 9068
+// section 2.1) and ID tokens JWT, so a verifier that checks typ (RFC 8725
+// section 3.11) never takes one kind for the other: an ID token a pod
+// handed to some relying party cannot be replayed where an access token is
+// expected, nor the reverse. Google's clients treat the access token as an
+// opaque string, so its header is free to say what it is.
+const (
+	TypeIDToken     = "JWT"
+	TypeAccessToken = "at+jwt"
+)
+
 // Claims is the payload of every token the issuer signs: the Kubernetes
 // service-account claims, plus what GCE's tokens carry (email, azp, scope,
 // google.compute_engine).
@@ -23,8 +34,9 @@ type Claims struct {
 
 	Email           string `json:"email,omitempty"`
 	EmailVerified   bool   `json:"email_verified,omitempty"`
-	AuthorizedParty string `json:"azp,omitempty"`
-	Scope           string `json:"scope,omitempty"` // access tokens: space-separated
+	AuthorizedParty string `json:"azp,omitempty"`       // ID tokens
+	ClientID        string `json:"client_id,omitempty"` // access tokens (RFC 9068)
+	Scope           string `json:"scope,omitempty"`     // access tokens: space-separated
 
 	Kubernetes KubernetesClaims `json:"kubernetes.io"`
 	Google     *GoogleClaims    `json:"google,omitempty"` // ID tokens with format=full
@@ -104,6 +116,17 @@ type Subject struct {
 // ServiceAccountSubject is the Kubernetes sub claim of a service account.
 func ServiceAccountSubject(namespace, serviceAccount string) string {
 	return "system:serviceaccount:" + namespace + ":" + serviceAccount
+}
+
+// Party is whom a token is issued to, as azp of an ID token and client_id
+// of an access token: the account's email when one is configured (what
+// Google's clients and relying parties know an account by), else the
+// Kubernetes subject.
+func (s Subject) Party() string {
+	if s.Email != "" {
+		return s.Email
+	}
+	return ServiceAccountSubject(s.Namespace, s.ServiceAccount)
 }
 
 // NewClaims returns the claims of a token for s with audience aud, issued

@@ -134,7 +134,7 @@ type view struct {
 	entries map[string]*entry
 	rule    *IdentityRule
 	email   string
-	scope   string // the access tokens' scope claim without ?scopes=
+	scope   string // the access tokens' scope claim without ?scopes= (scopeClaim)
 }
 
 // site is every view, built once from the config.
@@ -173,7 +173,7 @@ func newView(cfg *Config, rule *IdentityRule) *view {
 	instanceNames := []string{"hostname", "id", "name", "service-accounts/", "zone"}
 
 	v.email = cfg.AccountEmail(rule)
-	v.scope = strings.Join(rule.Scopes, " ")
+	v.scope = scopeClaim(rule.Scopes)
 	acct := accountTree{Aliases: []string{defaultAccount}, Email: v.email, Scopes: rule.Scopes}
 	instance.ServiceAccounts[defaultAccount] = acct
 	instance.ServiceAccounts[v.email] = acct
@@ -312,12 +312,11 @@ type tokenResponse struct {
 func (h *handler) serveToken(w *statusWriter, r *http.Request, q url.Values, c *caller, v *view) {
 	scope := v.scope
 	if s := q.Get("scopes"); s != "" {
-		scopes, err := grantScopes(v.rule.Scopes, s)
-		if err != nil {
+		var err error
+		if scope, err = grantScopes(v.rule.Scopes, s); err != nil {
 			h.badRequest(w, err.Error())
 			return
 		}
-		scope = strings.Join(scopes, " ")
 	}
 	now := h.now()
 	t, ok := h.token(w, r, c, v, accessToken, scope, now)
@@ -329,35 +328,6 @@ func (h *handler) serveToken(w *statusWriter, r *http.Request, q url.Values, c *
 	hdr["Cache-Control"] = noStoreHeader
 	w.Write(t.body)
 	w.Write(t.accessTail(now))
-}
-
-// grantScopes returns the requested scopes (comma-separated) when the
-// identity holds each of them. cloud-platform grants every Google API
-// scope, as on GCE.
-func grantScopes(held []string, requested string) ([]string, error) {
-	cloudPlatform := false
-	for _, s := range held {
-		cloudPlatform = cloudPlatform || s == DefaultScope
-	}
-	var out []string
-	for _, s := range strings.Split(requested, ",") {
-		s = strings.TrimSpace(s)
-		if s == "" {
-			continue
-		}
-		ok := cloudPlatform && strings.HasPrefix(s, "https://www.googleapis.com/auth/")
-		for _, h := range held {
-			ok = ok || s == h
-		}
-		if !ok {
-			return nil, fmt.Errorf("scope %q is not granted to this identity", s)
-		}
-		out = append(out, s)
-	}
-	if len(out) == 0 {
-		return held, nil
-	}
-	return out, nil
 }
 
 // serveIdentity answers .../identity?audience=A[&format=full] with an ID
@@ -430,16 +400,19 @@ func (h *handler) token(w *statusWriter, r *http.Request, c *caller, v *view, ki
 // mint signs a new token for key and writes its audit line.
 func (h *handler) mint(r *http.Request, c *caller, v *view, key *tokenKey, now time.Time) (*cachedToken, error) {
 	var claims *Claims
+	sub := h.subject(c, v)
+	typ := TypeIDToken
 	if key.kind == accessToken {
-		claims = h.iss.NewClaims(h.subject(c, v), []string{h.iss.URL()}, now)
+		// RFC 9068: iss, exp, aud, sub, client_id, iat and jti, and the
+		// scope granted.
+		typ = TypeAccessToken
+		claims = h.iss.NewClaims(sub, []string{h.iss.URL()}, now)
+		claims.ClientID = sub.Party()
 		claims.Scope = key.param
 	} else {
-		claims = h.iss.NewClaims(h.subject(c, v), []string{key.param}, now)
-		claims.AuthorizedParty = claims.Subject
-		if claims.Email != "" {
-			claims.AuthorizedParty = claims.Email
-			claims.EmailVerified = true
-		}
+		claims = h.iss.NewClaims(sub, []string{key.param}, now)
+		claims.AuthorizedParty = sub.Party()
+		claims.EmailVerified = claims.Email != ""
 		if key.kind == idTokenFull {
 			claims.Google = &GoogleClaims{ComputeEngine: ComputeEngineClaims{
 				ProjectID:     h.cfg.Project.ID,
@@ -450,7 +423,7 @@ func (h *handler) mint(r *http.Request, c *caller, v *view, key *tokenKey, now t
 			}}
 		}
 	}
-	tok, kid, err := h.iss.sign(claims)
+	tok, kid, err := h.iss.sign(claims, typ)
 	if err != nil {
 		return nil, err
 	}

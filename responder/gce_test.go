@@ -344,7 +344,7 @@ func TestTokenEndpoints(t *testing.T) {
 	if resp.ExpiresIn <= 3500 || resp.ExpiresIn > 3600 || resp.TokenType != "Bearer" || rec.Header().Get("Cache-Control") != "no-store" {
 		t.Errorf("token response = %+v", resp)
 	}
-	c := verify(t, iss.jwksJSON(), resp.AccessToken, jwt.WithAudience(iss.URL()), jwt.WithIssuer(iss.URL()))
+	c := verifyAccess(t, iss.jwksJSON(), resp.AccessToken, jwt.WithAudience(iss.URL()), jwt.WithIssuer(iss.URL()))
 	if c.Scope != "https://www.googleapis.com/auth/userinfo.email" || c.Email != apiEmail || c.Subject != "system:serviceaccount:payments:api" {
 		t.Errorf("access token claims = %+v", c)
 	}
@@ -475,5 +475,5 @@ func TestGoClient(t *testing.T) {
 	if tok.TokenType != "Bearer" || time.Until(tok.Expiry) < 50*time.Minute {
 		t.Errorf("token type %q expiry %v", tok.TokenType, tok.Expiry)
 	}
-	verify(t, iss.jwksJSON(), tok.AccessToken, jwt.WithAudience(iss.URL()))
+	verifyAccess(t, iss.jwksJSON(), tok.AccessToken, jwt.WithAudience(iss.URL()))
 }

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,34 @@ const (
 	JWKSPath      = "/openid/v1/jwks"
 	DiscoveryPath = "/.well-known/openid-configuration"
 )
+
+// OIDCMaxAge is how long a relying party may cache the discovery document
+// and the JWKS (Cache-Control: max-age).
+//
+// The bound that matters is how soon a verifier sees a NEW key: after
+// `metabindctl keys rotate` the responder signs with the new key within a
+// second, so a verifier holding a JWKS fetched before the rotation lacks
+// the new kid until its copy is OIDCMaxAge old. Many verifiers refetch on
+// an unknown kid; one that does not refuses the new tokens for up to
+// OIDCMaxAge. Five minutes is the clock skew RetiredKeyPublication already
+// allows for, so a verifier with a stale JWKS is never later than one
+// whose clock is off by the tolerated amount, and one fetch per five
+// minutes per relying party costs the responder nothing (the body is
+// precomputed).
+//
+// The retired key needs no cache bound to keep verifying: it stays
+// published until every token it signed has expired
+// (RetiredKeyPublication, 1 h 5 min), so any copy fetched while such a
+// token is valid holds it. The bound matters once the key is dropped: a
+// verifier trusts it until its copy is OIDCMaxAge old, so a key retired
+// because it leaked is trusted at most RetiredKeyPublication + OIDCMaxAge
+// after the rotation. TestOIDCDocumentsCacheControl keeps OIDCMaxAge
+// below both the publication window and its skew allowance.
+const OIDCMaxAge = 5 * time.Minute
+
+// oidcCacheHeader is the Cache-Control value of the OIDC documents,
+// shared like the values in gce.go: never written to.
+var oidcCacheHeader = []string{"max-age=" + strconv.Itoa(int(OIDCMaxAge/time.Second))}
 
 // SigningKeyPath is the issuer key's path under stateDir.
 func SigningKeyPath(stateDir string) string { return filepath.Join(stateDir, SigningKeyFile) }
@@ -375,17 +404,20 @@ func (i *Issuer) pathPrefix() string {
 	return strings.TrimSuffix(u.Path, "/")
 }
 
-// Sign signs c with the current key (ES256, header kid).
+// Sign signs c with the current key (ES256, header kid) as a plain JWT
+// (typ TypeIDToken).
 func (i *Issuer) Sign(c *Claims) (string, error) {
-	tok, _, err := i.sign(c)
+	tok, _, err := i.sign(c, TypeIDToken)
 	return tok, err
 }
 
-// sign is Sign, also returning the key ID used.
-func (i *Issuer) sign(c *Claims) (tok, kid string, err error) {
+// sign signs c as a token of type typ (TypeIDToken or TypeAccessToken) and
+// returns it with the key ID used.
+func (i *Issuer) sign(c *Claims, typ string) (tok, kid string, err error) {
 	t := jwt.NewWithClaims(jwt.SigningMethodES256, c)
 	k := i.current()
 	t.Header["kid"] = k.kid
+	t.Header["typ"] = typ
 	s, err := t.SignedString(k.key)
 	if err != nil {
 		return "", "", fmt.Errorf("sign token: %w", err)

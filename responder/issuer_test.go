@@ -119,9 +119,21 @@ func testIssuer(t *testing.T) *Issuer {
 	return iss
 }
 
-// verify checks tok against the JWKS the issuer serves, as a relying party
-// would, and returns its claims.
+// verify checks an ID token against the JWKS the issuer serves, as a
+// relying party would, and returns its claims.
 func verify(t *testing.T, jwksJSON []byte, tok string, opts ...jwt.ParserOption) *Claims {
+	t.Helper()
+	return verifyTyped(t, TypeIDToken, jwksJSON, tok, opts...)
+}
+
+// verifyAccess is verify for an access token.
+func verifyAccess(t *testing.T, jwksJSON []byte, tok string, opts ...jwt.ParserOption) *Claims {
+	t.Helper()
+	return verifyTyped(t, TypeAccessToken, jwksJSON, tok, opts...)
+}
+
+// verifyTyped is verify for a token whose header says typ.
+func verifyTyped(t *testing.T, typ string, jwksJSON []byte, tok string, opts ...jwt.ParserOption) *Claims {
 	t.Helper()
 	var set jose.JSONWebKeySet
 	if err := json.Unmarshal(jwksJSON, &set); err != nil {
@@ -142,8 +154,8 @@ func verify(t *testing.T, jwksJSON []byte, tok string, opts ...jwt.ParserOption)
 	if err != nil {
 		t.Fatalf("verify token: %v", err)
 	}
-	if typ := parsed.Header["typ"]; typ != "JWT" {
-		t.Errorf("typ = %v", typ)
+	if got := parsed.Header["typ"]; got != typ {
+		t.Errorf("typ = %v, want %s", got, typ)
 	}
 	return &claims
 }

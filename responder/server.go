@@ -224,6 +224,7 @@ func (h *handler) serve(w *statusWriter, r *http.Request, c *caller) {
 	if get, ok := h.oidc[r.URL.Path]; ok {
 		b := get()
 		w.Header()["Content-Type"] = b.ctypeHeader
+		w.Header()["Cache-Control"] = oidcCacheHeader
 		w.Write(b.data)
 		return
 	}

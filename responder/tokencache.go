@@ -57,7 +57,7 @@ type tokenKey struct {
 	pod         string
 	rule        int
 	kind        tokenKind
-	param       string // access: the scope claim; ID: the audience
+	param       string // access: the scope claim (sorted, see scopeClaim); ID: the audience
 }
 
 // flightKey is k as a string for singleflight, every field length-prefixed
