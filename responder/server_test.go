@@ -111,12 +111,14 @@ func TestSlowClientIsCutOff(t *testing.T) {
 	srv.ReadHeaderTimeout = timeout
 	addr := serve(t, srv)
 
+	// The server's clock starts when it accepts, which may be before Dial
+	// returns here: start ours first.
+	start := time.Now()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	start := time.Now()
 	request := "GET /computeMetadata/v1/project/project-id HTTP/1.1\r\nHost: metadata\r\nMetadata-Flavor: Google\r\nX-Padding: " +
 		strings.Repeat("p", 200) + "\r\n\r\n"
 	// At 20 bytes a second the request would take over 13 s to send.
