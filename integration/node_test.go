@@ -57,6 +57,8 @@ type chain struct {
 	// subnet6 makes the pods dual stack, and metabind bind their IPv6
 	// addresses too (metadataAddress6).
 	subnet6 string
+	// cniVersion is the conflist's spec version; empty: 1.1.0.
+	cniVersion string
 }
 
 // IPv6 addresses of the dual-stack set-up.
@@ -112,9 +114,13 @@ func newNode(t *testing.T, c chain) *node {
 		dual = fmt.Sprintf(`, "metadataAddress6": %q, "responderAddress6": %q`, metadataAddr6, responderAddr6)
 		n.listen += "," + responderAddr6
 	}
-	conflist := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "metabind-test", "plugins": [%s,
+	cniVersion := c.cniVersion
+	if cniVersion == "" {
+		cniVersion = "1.1.0"
+	}
+	conflist := fmt.Sprintf(`{"cniVersion": %q, "name": "metabind-test", "plugins": [%s,
 		{"type": "metabind", "stateDir": %q, "logFile": %q%s, "capabilities": {"io.kubernetes.cri.pod-annotations": true}}]}`,
-		c.mainPlugin(n.dir), n.stateDir, n.logFile, dual)
+		cniVersion, c.mainPlugin(n.dir), n.stateDir, n.logFile, dual)
 	n.list, err = libcni.ConfListFromBytes([]byte(conflist))
 	if err != nil {
 		t.Fatalf("conflist: %v\n%s", err, conflist)
@@ -144,6 +150,7 @@ type pod struct {
 	ip                   netip.Addr
 	ip6                  netip.Addr      // dual stack only
 	result               *current.Result // what the conflist's ADD returned
+	resultVersion        string          // its spec version, as the runtime got it
 }
 
 func randomID() string {
@@ -211,6 +218,7 @@ func (n *node) addPodWith(list *libcni.NetworkConfigList, podNS ns.NetNS, namesp
 		if err != nil {
 			return err
 		}
+		p.resultVersion = r.Version()
 		res, err = current.NewResultFromResult(r)
 		return err
 	})

@@ -18,9 +18,12 @@ import (
 	"github.com/metabind/metabind/store"
 )
 
-// SupportedVersions are the CNI spec versions metabind accepts: CHECK
-// needs 0.4.0, GC and STATUS 1.1.0.
-var SupportedVersions = version.PluginSupports("0.4.0", "1.0.0", "1.1.0")
+// SupportedVersions are the CNI spec versions metabind accepts. 0.3.x is
+// what calico, flannel and kindnet still ship; below it a chained plugin
+// gets no prevResult. ADD and DEL work at every one; skel refuses CHECK
+// below 0.4.0 and GC and STATUS below 1.1.0 (CNI error 2) before a verb
+// runs. ADD prints prevResult back in the conflist's version.
+var SupportedVersions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 
 // Plugin runs the CNI verbs. Its fields are what tests replace.
 type Plugin struct {
