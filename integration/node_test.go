@@ -199,7 +199,12 @@ func (n *node) addPodIn(podNS ns.NetNS, namespace, name string) (*pod, error) {
 
 func (n *node) addPodWith(list *libcni.NetworkConfigList, podNS ns.NetNS, namespace, name string) (*pod, error) {
 	id := randomID()
-	p := &pod{namespace: namespace, name: name, uid: "uid-" + id[:12], ns: podNS}
+	return n.addPodWithID(list, podNS, id, namespace, name, "uid-"+id[:12])
+}
+
+// addPodWithID is addPodWith for a container ID and pod UID of the caller's.
+func (n *node) addPodWithID(list *libcni.NetworkConfigList, podNS ns.NetNS, id, namespace, name, uid string) (*pod, error) {
+	p := &pod{namespace: namespace, name: name, uid: uid, ns: podNS}
 	p.rt = &libcni.RuntimeConf{
 		ContainerID: id,
 		NetNS:       podNS.Path(),
@@ -369,6 +374,15 @@ func (n *node) startNodeMetadataServer(t *testing.T) {
 // httpClient makes connections from inside the node netns.
 func (n *node) httpClient() *http.Client {
 	return nsHTTPClient(n.ns, nil)
+}
+
+// jsonRoundTrip copies in into out through JSON (a deep copy of a result).
+func jsonRoundTrip(in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, out)
 }
 
 func mustJSON(t *testing.T, v any) []byte {

@@ -95,8 +95,15 @@ func checkKeys(stdin []byte) error {
 	for i, key := range unknown {
 		msgs[i] = fmt.Sprintf("netconf key %q is not known; did you mean %q?", key, nearest(key, knownKeys))
 	}
-	return fmt.Errorf("%s", strings.Join(msgs, "; "))
+	return &UnknownKeysError{msg: strings.Join(msgs, "; ")}
 }
+
+// UnknownKeysError is ParseConfig's answer to a netconf with keys metabind
+// does not know. DEL goes on despite it (see Plugin.run): a typo must not
+// leave pods stuck in Terminating while the admin fixes the conflist.
+type UnknownKeysError struct{ msg string }
+
+func (e *UnknownKeysError) Error() string { return e.msg }
 
 // nearest is the candidate with the smallest edit distance to s, the first
 // in order on a tie.

@@ -59,12 +59,17 @@ type NetConf struct {
 // ParseConfig reads the netconf from stdin bytes, fills in defaults and
 // checks every key and value. Errors name the offending key.
 func ParseConfig(stdin []byte) (*NetConf, error) {
+	if err := checkKeys(stdin); err != nil {
+		return nil, err
+	}
+	return parseValues(stdin)
+}
+
+// parseValues is ParseConfig without the check for unknown keys.
+func parseValues(stdin []byte) (*NetConf, error) {
 	conf := &NetConf{}
 	if err := json.Unmarshal(stdin, conf); err != nil {
 		return nil, fmt.Errorf("parse netconf: %w", err)
-	}
-	if err := checkKeys(stdin); err != nil {
-		return nil, err
 	}
 	setDefaults(conf)
 	for _, p := range []struct{ key, path string }{{"stateDir", conf.StateDir}, {"logFile", conf.LogFile}} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -329,5 +330,25 @@ func TestParseConfigAcceptsWhatLibcniSends(t *testing.T) {
 				t.Errorf("libcni's GC stdin has no cni.dev/valid-attachments: %s", stdin)
 			}
 		})
+	}
+}
+
+// DEL goes on despite an unknown key, so a typo in the conflist cannot
+// leave pods stuck in Terminating; it logs what is wrong.
+func TestDelGoesOnDespiteUnknownKeys(t *testing.T) {
+	dir := t.TempDir()
+	logFile := filepath.Join(dir, "cni.log")
+	stdin := []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":"n","type":"metabind","stateDir":%q,"logFile":%q,"metadataAdress6":"[fd00:ec2::254]:80"}`,
+		filepath.Join(dir, "state"), logFile))
+	if err := New().Del(&skel.CmdArgs{ContainerID: "c1", IfName: "eth0", StdinData: stdin}); err != nil {
+		t.Fatalf("DEL with an unknown key = %v, want success", err)
+	}
+	log, _ := os.ReadFile(logFile)
+	if !strings.Contains(string(log), `did you mean \"metadataAddress6\"?`) {
+		t.Fatalf("DEL did not log the unknown key:\n%s", log)
+	}
+	var cniErr *types.Error
+	if err := New().Check(&skel.CmdArgs{ContainerID: "c1", IfName: "eth0", StdinData: stdin}); !errors.As(err, &cniErr) || cniErr.Code != types.ErrInvalidNetworkConfig {
+		t.Fatalf("CHECK with an unknown key = %v, want CNI error 7", err)
 	}
 }

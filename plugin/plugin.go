@@ -93,6 +93,14 @@ func (c *call) attachment() store.Attachment {
 func (p *Plugin) run(verb string, args *skel.CmdArgs, fn func(*call) error) error {
 	start := time.Now()
 	conf, err := ParseConfig(args.StdinData)
+	var unknown *UnknownKeysError
+	if verb == "DEL" && errors.As(err, &unknown) {
+		// DEL must not fail on what the runtime cannot fix: remove the
+		// pod's bindings and rules, and say what is wrong in the log.
+		conf, err = parseValues(args.StdinData)
+	} else {
+		unknown = nil
+	}
 	if err != nil {
 		return types.NewError(types.ErrInvalidNetworkConfig, err.Error(), "")
 	}
@@ -104,6 +112,9 @@ func (p *Plugin) run(verb string, args *skel.CmdArgs, fn func(*call) error) erro
 	defer closer.Close()
 	log = log.With("pod", string(pod.K8S_POD_NAMESPACE)+"/"+string(pod.K8S_POD_NAME))
 	c := &call{args: args, conf: conf, pod: pod, log: log, verb: strings.ToLower(verb)}
+	if unknown != nil {
+		log.Warn("the netconf has unknown keys; DEL goes on, every other verb refuses it", "error", unknown.Error())
+	}
 	err = fn(c)
 	attrs := append([]any{"verb", verb, "ms", float64(time.Since(start).Microseconds()) / 1000}, c.attrs...)
 	if err != nil {
