@@ -227,6 +227,7 @@ func TestGCOfOneNetworkKeepsTheOthersPods(t *testing.T) {
 	if uid, why := tokenPodUID(b); uid != b.uid {
 		t.Fatalf("after the first network's GC, the second network's pod gets %q (%s), want %q", uid, why, b.uid)
 	}
+	n.age(t, b.ip, time.Minute) // GC leaves bindings younger than its grace alone
 	if err := gc(other); err != nil {
 		t.Fatalf("GC of the second network with nothing valid: %v", err)
 	}
@@ -257,4 +258,33 @@ func bindingOf(t *testing.T, n *node, ip interface{ String() string }) (store.Bi
 		}
 	}
 	return store.Binding{}, false
+}
+
+// age moves the binding of ip back in time by d, as if its ADD were older.
+func (n *node) age(t *testing.T, ip interface{ String() string }, d time.Duration) {
+	t.Helper()
+	st, err := store.Open(n.stateDir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	err = st.Update(func(tx *store.Tx) error {
+		var found []store.Binding // bbolt forbids writes inside ForEach
+		err := tx.ForEach(func(b store.Binding) error {
+			if b.IP.String() == ip.String() {
+				found = append(found, b)
+			}
+			return nil
+		})
+		for _, b := range found {
+			b.Created = b.Created.Add(-d)
+			if err == nil {
+				err = tx.Put(b)
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

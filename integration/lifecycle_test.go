@@ -159,6 +159,15 @@ func TestGC(t *testing.T) {
 		if err := tx.Put(ab); err != nil {
 			return err
 		}
+		// GC leaves bindings younger than its grace alone.
+		stale, _, err := tx.Get(holder.ip)
+		if err != nil {
+			return err
+		}
+		stale.Created = stale.Created.Add(-time.Minute)
+		if err := tx.Put(stale); err != nil {
+			return err
+		}
 		return tx.Delete(b.ip)
 	})
 	st.Close()

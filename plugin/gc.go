@@ -17,6 +17,9 @@ import (
 // (see reconcile.Run): longer than theirs, since it waits for all of them.
 const gcLockTimeout = 10 * time.Second
 
+// gcGrace is how young a binding GC leaves alone whatever the list says.
+const gcGrace = 10 * time.Second
+
 // GC (CNI 1.1) removes the bindings and rules of every attachment that is
 // not in the runtime's list of valid attachments, and any per-pod rule left
 // without a binding; it restores the rules of bindings that lost them. It
@@ -42,7 +45,14 @@ func (p *Plugin) gc(c *call) error {
 	// conflist, a Multus delegate, another runtime sharing the state dir)
 	// are not its to judge, nor are records older than schema 2, which do
 	// not say which network wrote them.
-	keep := func(b store.Binding) bool { return b.Network != c.conf.Name || valid[b.Attachment()] }
+	//
+	// Nor are bindings younger than gcGrace: the runtime made its list
+	// before it called GC, and a pod whose ADD committed in between is
+	// not on it.
+	now := p.Now()
+	keep := func(b store.Binding) bool {
+		return b.Network != c.conf.Name || valid[b.Attachment()] || now.Sub(b.Created) < gcGrace
+	}
 	rds, err := p.redirects(c).All()
 	if err != nil {
 		return err
