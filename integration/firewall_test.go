@@ -1,0 +1,163 @@
+package integration
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/metabind/metabind/redirect"
+)
+
+var (
+	metadataAddrPort  = netip.MustParseAddrPort(metadataIP + ":80")
+	responderAddrPort = netip.MustParseAddrPort(responderAddr)
+)
+
+// Whatever removes a metabind chain, jump or rule (a firewall reload, a
+// flush, a deleted chain), or another agent's rule put above metabind's
+// jumps, the running responder's repair loop puts everything back within
+// 10 s with no pod event: the bound pod is answered again, the unbound pod
+// is turned away again, and the rules are exactly the bindings'.
+func TestFirewallDamageIsRepairedWithoutPodEvents(t *testing.T) {
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.52.0/24"})
+	n.startNodeMetadataServer(t)
+	n.startResponder(t, responderConfig)
+	bound := n.addPod(t, "payments", "api-1")
+	unbound := n.addUnboundPod(t, "payments", "api-unbound")
+
+	ipt := func(args ...string) func(*testing.T) {
+		return func(t *testing.T) { n.run(t, "iptables", args...) }
+	}
+	steps := func(s ...func(*testing.T)) func(*testing.T) {
+		return func(t *testing.T) {
+			for _, f := range s {
+				f(t)
+			}
+		}
+	}
+	damages := []struct {
+		name   string
+		damage func(*testing.T)
+	}{
+		{"iptables -F INPUT", ipt("-F", "INPUT")},
+		{"iptables -F FORWARD", ipt("-F", "FORWARD")},
+		{"iptables -t nat -F PREROUTING", ipt("-t", "nat", "-F", "PREROUTING")},
+		{"iptables -F (the whole filter table)", ipt("-F")},
+		{"iptables -t nat -F (the whole nat table)", ipt("-t", "nat", "-F")},
+		{"iptables -F; iptables -X (every chain gone)", steps(ipt("-F"), ipt("-X"))},
+		{"METABIND-DNAT deleted", steps(ipt("-t", "nat", "-F", "PREROUTING"), ipt("-t", "nat", "-F", "METABIND-DNAT"), ipt("-t", "nat", "-X", "METABIND-DNAT"))},
+		{"METABIND-SOURCE deleted", steps(ipt("-F", "INPUT"), ipt("-F", "METABIND-SOURCE"), ipt("-X", "METABIND-SOURCE"))},
+		{"METABIND-BLOCK emptied", ipt("-F", "METABIND-BLOCK")},
+		{"another agent accepts pod traffic first", steps(
+			ipt("-I", "INPUT", "1", "-i", "veth+", "-j", "ACCEPT"),
+			ipt("-I", "FORWARD", "1", "-i", "veth+", "-j", "ACCEPT"),
+			ipt("-t", "nat", "-I", "PREROUTING", "1", "-i", "veth+", "-j", "ACCEPT"))},
+	}
+	for _, d := range damages {
+		t.Run(d.name, func(t *testing.T) {
+			n.expectProtected(t, bound, unbound, "before")
+			d.damage(t)
+			start := time.Now()
+			deadline := start.Add(10 * time.Second)
+			for {
+				problems := n.protectionProblems(t, bound, unbound)
+				if len(problems) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("not repaired 10 s after %q: %v\nINPUT:\n%s", d.name, problems, n.run(t, "iptables", "-S", "INPUT"))
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			t.Logf("%s: whole again after %v", d.name, time.Since(start).Round(10*time.Millisecond))
+			// The competing rules stay (they are another agent's), below
+			// metabind's.
+			if strings.Contains(d.name, "another agent") && !strings.Contains(n.run(t, "iptables", "-S", "INPUT"), "-i veth+ -j ACCEPT") {
+				t.Fatal("the repair removed another agent's rule")
+			}
+		})
+	}
+	if log := n.responderLog(); !strings.Contains(log, "repaired the base") {
+		t.Fatalf("the responder did not log its repairs:\n%s", log)
+	}
+}
+
+// An ADD that meets a damaged base repairs it, whatever part is gone,
+// with no responder running: the batch that proves the base every 10 s
+// fails, and the ADD then audits every piece (not just two) and puts back
+// what is missing.
+func TestAddRepairsADamagedBase(t *testing.T) {
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.56.0/24"})
+	n.addPod(t, "payments", "api-1")
+	for i, damage := range [][]string{
+		{"-F", "INPUT"},
+		{"-F", "FORWARD"},
+		{"-I", "INPUT", "1", "-i", "veth+", "-j", "ACCEPT"},
+	} {
+		n.run(t, "iptables", damage...)
+		// Ten seconds on: the next ADD's batch proves the base.
+		stamp := filepath.Join(n.stateDir, "base4.verified")
+		old := time.Now().Add(-11 * time.Second)
+		if err := os.WriteFile(stamp, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(stamp, old, old); err != nil {
+			t.Fatal(err)
+		}
+		n.addPod(t, "payments", fmt.Sprintf("api-%d", i+2))
+		if problems := n.baseProblems(t); len(problems) > 0 {
+			t.Fatalf("after iptables %s and an ADD: %v", strings.Join(damage, " "), problems)
+		}
+	}
+	if !strings.Contains(n.pluginLog(), "repairedBase") {
+		t.Fatalf("the ADDs did not log their repairs:\n%s", n.pluginLog())
+	}
+}
+
+// expectProtected fails unless the node protects as it should.
+func (n *node) expectProtected(t *testing.T, bound, unbound *pod, when string) {
+	t.Helper()
+	if problems := n.protectionProblems(t, bound, unbound); len(problems) > 0 {
+		t.Fatalf("%s: %v", when, problems)
+	}
+}
+
+// protectionProblems is what is wrong with the node as a pod and an admin
+// see it: the bound pod gets its own token, the unbound pod neither the
+// responder nor the node's metadata server, and the rules are the
+// bindings' with the base whole.
+func (n *node) protectionProblems(t *testing.T, bound, unbound *pod) []string {
+	var problems []string
+	if uid, why := tokenPodUID(bound); uid != bound.uid {
+		problems = append(problems, fmt.Sprintf("bound pod: token for %q (%s)", uid, why))
+	}
+	if code, body, err := unbound.metadataGet("/computeMetadata/v1/project/project-id"); err == nil {
+		problems = append(problems, fmt.Sprintf("unbound pod was answered %d %q", code, body))
+	}
+	problems = append(problems, n.inconsistencies(t)...)
+	problems = append(problems, n.baseProblems(t)...)
+	return problems
+}
+
+// baseProblems audits the chains and jumps in the node netns.
+func (n *node) baseProblems(t *testing.T) []string {
+	var problems []string
+	err := n.ns.Do(func(ns.NetNS) error {
+		rd, err := redirect.New(metadataAddrPort, responderAddrPort)
+		if err != nil {
+			return err
+		}
+		problems, err = rd.AuditBase()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return problems
+}
