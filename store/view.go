@@ -13,18 +13,34 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// ReadAll returns every binding. It holds the store for the one read and
-// releases it at once: readers that keep bbolt open read-only would block
-// the plugin. A state directory without a database holds no bindings.
+// ReadAll returns every binding it can read; List also reports the
+// records it skipped.
 func ReadAll(dir string, timeout time.Duration) ([]Binding, error) {
-	var out []Binding
+	l, err := List(dir, timeout)
+	return l.Bindings, err
+}
+
+// Listing is what one read of the whole store found.
+type Listing struct {
+	Bindings   []Binding          // in IP order (as strings)
+	Unreadable []UnreadableRecord // records skipped, in key order
+}
+
+// List returns every binding and every record it had to skip. It holds the
+// store for the one read and releases it at once: readers that keep bbolt
+// open read-only would block the plugin. A state directory without a
+// database holds no bindings.
+func List(dir string, timeout time.Duration) (Listing, error) {
+	var l Listing
 	err := Read(dir, timeout, func(tx *Tx) error {
-		return tx.ForEach(func(b Binding) error {
-			out = append(out, b)
+		err := tx.ForEach(func(b Binding) error {
+			l.Bindings = append(l.Bindings, b)
 			return nil
 		})
+		l.Unreadable = tx.Unreadable()
+		return err
 	})
-	return out, err
+	return l, err
 }
 
 // Read runs fn in a read-only transaction, holding the store's lock shared
