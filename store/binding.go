@@ -9,6 +9,7 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -60,13 +61,19 @@ func (a Attachment) String() string { return a.ContainerID + "/" + a.IfName }
 
 func encodeBinding(b Binding) ([]byte, error) { return json.Marshal(b) }
 
+// decodeBinding reads the record stored under key. Its errors say what is
+// wrong with the record, not which one: callers report the key beside them
+// (see UnreadableRecord).
 func decodeBinding(key, value []byte) (Binding, error) {
 	var b Binding
 	if err := json.Unmarshal(value, &b); err != nil {
-		return Binding{}, fmt.Errorf("decode binding %q: %w", key, err)
+		return Binding{}, fmt.Errorf("bad JSON: %w", err)
 	}
-	if !b.IP.IsValid() || b.IP.String() != string(key) {
-		return Binding{}, fmt.Errorf("decode binding %q: record names IP %q", key, b.IP)
+	if !b.IP.IsValid() {
+		return Binding{}, errors.New("record names no IP")
+	}
+	if b.IP.String() != string(key) {
+		return Binding{}, fmt.Errorf("record names IP %q", b.IP)
 	}
 	return b, nil
 }

@@ -188,9 +188,14 @@ func (s *Store) View(fn func(*Tx) error) error {
 }
 
 // Tx is one transaction over the bindings.
-type Tx struct{ tx *bolt.Tx }
+type Tx struct {
+	tx         *bolt.Tx
+	unreadable []UnreadableRecord // skipped by this transaction's reads
+}
 
-// Get returns the binding of ip, if any.
+// Get returns the binding of ip, if any. An unreadable record is no
+// binding (see UnreadableRecord): the ADD the IP was handed to replaces it
+// with Put. The error is nil today; it stays for reads that can fail.
 func (t *Tx) Get(ip netip.Addr) (Binding, bool, error) {
 	b := t.tx.Bucket(bucketBindings)
 	if b == nil {
@@ -202,7 +207,11 @@ func (t *Tx) Get(ip netip.Addr) (Binding, bool, error) {
 		return Binding{}, false, nil
 	}
 	bd, err := decodeBinding(key, v)
-	return bd, err == nil, err
+	if err != nil {
+		t.skip(key, err)
+		return Binding{}, false, nil
+	}
+	return bd, true, nil
 }
 
 // Put records b, replacing any binding of the same IP. If another
@@ -270,7 +279,9 @@ func (t *Tx) ByAttachment(a Attachment) ([]Binding, error) {
 	return out, nil
 }
 
-// ForEach calls fn for every binding, in IP order (as strings).
+// ForEach calls fn for every binding, in IP order (as strings). It skips
+// unreadable records, so one cannot stop a GC or a listing; Unreadable
+// reports them.
 func (t *Tx) ForEach(fn func(Binding) error) error {
 	b := t.tx.Bucket(bucketBindings)
 	if b == nil {
@@ -279,7 +290,8 @@ func (t *Tx) ForEach(fn func(Binding) error) error {
 	return b.ForEach(func(k, v []byte) error {
 		bd, err := decodeBinding(k, v)
 		if err != nil {
-			return err
+			t.skip(k, err)
+			return nil
 		}
 		return fn(bd)
 	})

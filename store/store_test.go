@@ -202,22 +202,6 @@ func TestSchema1StoreIsReadAndMigrated(t *testing.T) {
 	}
 }
 
-func TestCorruptRecordIsAnError(t *testing.T) {
-	dir := t.TempDir()
-	update(t, dir, func(*Tx) error { return nil })
-	db, err := bolt.Open(DBPath(dir), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketBindings).Put([]byte("10.0.0.9"), []byte(`{"ip":"10.0.0.8"}`))
-	})
-	db.Close()
-	if _, err := ReadAll(dir, time.Second); err == nil {
-		t.Fatal("a record whose IP differs from its key was accepted")
-	}
-}
-
 func TestMissingStoreIsEmpty(t *testing.T) {
 	dir := t.TempDir()
 	all, err := ReadAll(dir, time.Second)
@@ -305,29 +289,6 @@ func TestViewNoticesARecreatedStateDir(t *testing.T) {
 	update(t, dir, func(tx *Tx) error { return tx.Put(binding(ip.String(), "c-b", "b")) })
 	if b, ok, err := v.Lookup(ip); !ok || b.Pod != "b" {
 		t.Fatalf("after wipe: %+v %v %v; want pod b", b, ok, err)
-	}
-}
-
-// One undecodable record costs its own IP an answer, not every pod's.
-func TestViewSkipsACorruptRecord(t *testing.T) {
-	dir := t.TempDir()
-	update(t, dir, func(tx *Tx) error { return tx.Put(binding("10.0.0.2", "c-a", "a")) })
-	db, err := bolt.Open(DBPath(dir), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketBindings).Put([]byte("10.0.0.9"), []byte(`{not json`)) })
-	db.Close()
-	bumpGeneration(dir)
-	v := NewView(dir, time.Second)
-	defer v.Close()
-	var skipped []string
-	v.OnCorrupt = func(key string, _ error) { skipped = append(skipped, key) }
-	if b, ok, err := v.Lookup(netip.MustParseAddr("10.0.0.2")); err != nil || !ok || b.Pod != "a" {
-		t.Fatalf("good record: %+v %v %v", b, ok, err)
-	}
-	if len(skipped) != 1 || skipped[0] != "10.0.0.9" {
-		t.Fatalf("skipped %v", skipped)
 	}
 }
 

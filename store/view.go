@@ -13,18 +13,34 @@ import (
 	"golang.org/x/sync/singleflight"
 )
 
-// ReadAll returns every binding. It holds the store for the one read and
-// releases it at once: readers that keep bbolt open read-only would block
-// the plugin. A state directory without a database holds no bindings.
+// ReadAll returns every binding it can read; List also reports the
+// records it skipped.
 func ReadAll(dir string, timeout time.Duration) ([]Binding, error) {
-	var out []Binding
+	l, err := List(dir, timeout)
+	return l.Bindings, err
+}
+
+// Listing is what one read of the whole store found.
+type Listing struct {
+	Bindings   []Binding          // in IP order (as strings)
+	Unreadable []UnreadableRecord // records skipped, in key order
+}
+
+// List returns every binding and every record it had to skip. It holds the
+// store for the one read and releases it at once: readers that keep bbolt
+// open read-only would block the plugin. A state directory without a
+// database holds no bindings.
+func List(dir string, timeout time.Duration) (Listing, error) {
+	var l Listing
 	err := Read(dir, timeout, func(tx *Tx) error {
-		return tx.ForEach(func(b Binding) error {
-			out = append(out, b)
+		err := tx.ForEach(func(b Binding) error {
+			l.Bindings = append(l.Bindings, b)
 			return nil
 		})
+		l.Unreadable = tx.Unreadable()
+		return err
 	})
-	return out, err
+	return l, err
 }
 
 // Read runs fn in a read-only transaction, holding the store's lock shared
@@ -66,11 +82,20 @@ type View struct {
 	gen     generationReader
 	flight  singleflight.Group // one reload at a time, shared by its waiters
 	cur     atomic.Pointer[snapshot]
+	// reloads counts the reloads begun; see current for what it orders.
+	reloads atomic.Uint64
 
 	// OnCorrupt, if set, hears of every record a reload had to skip.
 	OnCorrupt func(key string, err error)
+
+	// Test seams, set only by this package's tests: afterJoin runs once a
+	// caller is registered with a reload (started or joined), afterCopy
+	// between a reload's copy of the records and their decoding.
+	afterJoin, afterCopy func()
 }
 
+// snapshot is one copy of the bindings. Its records were read after its
+// generation, so they hold at least every write that generation counts.
 type snapshot struct {
 	gen  generation
 	byIP map[netip.Addr]Binding
@@ -101,6 +126,21 @@ func (v *View) Len() (int, error) {
 	return len(snap.byIP), nil
 }
 
+// current returns a copy that holds every write the generation read on
+// entry counts: the copy of that very generation, or one whose reload read
+// the generation after this call did.
+//
+// Joining whatever reload is running is not enough: one that began before
+// this call read the generation may have copied the records before a DEL
+// and an ADD that had both returned by then, and would answer the new pod's
+// request with the old pod's binding. Nor can generations be compared for
+// "newer": the counter only grows within one generation file, and a state
+// directory recreated under a running responder restarts it on a new
+// inode. So reloads are ordered by when they began instead: reloads is
+// read after the generation, and a reload numbered above it incremented it
+// later still, then read the generation and the records. Reloads run one
+// at a time, so the one joined by mistake is the last one begun before
+// that read, and the next one begins after it: at most one reload more.
 func (v *View) current() (*snapshot, error) {
 	g, err := v.gen.read()
 	if err != nil {
@@ -109,14 +149,33 @@ func (v *View) current() (*snapshot, error) {
 	if snap := v.cur.Load(); snap != nil && snap.gen == g {
 		return snap, nil
 	}
-	return v.reload()
+	begun := v.reloads.Load()
+	for {
+		r, err := v.reload()
+		if err != nil {
+			// A reload that began earlier failed: fail closed rather than
+			// make this caller wait a second time.
+			return nil, err
+		}
+		if r.snap.gen == g || r.n > begun {
+			return r.snap, nil
+		}
+	}
+}
+
+// reloaded is what one reload hands its callers: the copy and the reload's
+// number (see View.reloads).
+type reloaded struct {
+	snap *snapshot
+	n    uint64
 }
 
 // reload makes a new copy. Concurrent callers share one reload and its
 // result, error included, so a store that stays locked costs each waiting
 // request one bounded wait, not one each in turn.
-func (v *View) reload() (*snapshot, error) {
-	res, err, _ := v.flight.Do("reload", func() (any, error) {
+func (v *View) reload() (reloaded, error) {
+	ch := v.flight.DoChan("reload", func() (any, error) {
+		n := v.reloads.Add(1)
 		// Read the counter before the data: a write that lands in between
 		// makes the next Lookup reload again, never the other way round.
 		g, err := v.gen.read()
@@ -124,7 +183,7 @@ func (v *View) reload() (*snapshot, error) {
 			return nil, err
 		}
 		if snap := v.cur.Load(); snap != nil && snap.gen == g {
-			return snap, nil
+			return reloaded{snap, n}, nil
 		}
 		// Copy the raw records under the lock and decode after releasing
 		// it: the plugin waits only for the copy.
@@ -136,6 +195,9 @@ func (v *View) reload() (*snapshot, error) {
 		})
 		if err != nil {
 			return nil, fmt.Errorf("reload bindings: %w", err)
+		}
+		if v.afterCopy != nil {
+			v.afterCopy()
 		}
 		byIP := make(map[netip.Addr]Binding, len(raw))
 		for _, kv := range raw {
@@ -151,12 +213,16 @@ func (v *View) reload() (*snapshot, error) {
 		}
 		snap := &snapshot{gen: g, byIP: byIP}
 		v.cur.Store(snap)
-		return snap, nil
+		return reloaded{snap, n}, nil
 	})
-	if err != nil {
-		return nil, err
+	if v.afterJoin != nil {
+		v.afterJoin()
 	}
-	return res.(*snapshot), nil
+	res := <-ch
+	if res.Err != nil {
+		return reloaded{}, res.Err
+	}
+	return res.Val.(reloaded), nil
 }
 
 // Close releases the generation file.

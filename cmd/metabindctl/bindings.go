@@ -46,34 +46,64 @@ func runBindings(stateDir string, argv []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("bindings: unknown verb %q, want 'list' or 'get IP'", verb)
 	}
 
-	all, err := store.ReadAll(stateDir, readTimeout)
+	l, err := store.List(stateDir, readTimeout)
 	if err != nil {
 		return err
 	}
-	shown := all
 	if want.IsValid() {
-		shown = nil
-		for _, b := range all {
-			if b.IP == want {
-				shown = append(shown, b)
-			}
-		}
-		if len(shown) == 0 {
-			return fmt.Errorf("no binding for %s", want)
-		}
+		return getBinding(stdout, l, want, *output)
 	}
 	if *output == "json" {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		if want.IsValid() {
-			return enc.Encode(shown[0])
-		}
+		shown := l.Bindings
 		if shown == nil {
 			shown = []store.Binding{}
 		}
-		return enc.Encode(shown)
+		err = encodeJSON(stdout, shown)
+	} else {
+		err = printTable(stdout, l.Bindings, time.Now())
 	}
-	return printTable(stdout, shown, time.Now())
+	// After the list, on stderr: JSON output stays a plain list of bindings.
+	warnUnreadable(stderr, l.Unreadable)
+	return err
+}
+
+func getBinding(stdout io.Writer, l store.Listing, want netip.Addr, output string) error {
+	for _, b := range l.Bindings {
+		if b.IP == want {
+			if output == "json" {
+				return encodeJSON(stdout, b)
+			}
+			return printTable(stdout, []store.Binding{b}, time.Now())
+		}
+	}
+	for _, r := range l.Unreadable {
+		if r.Key == want.String() {
+			return fmt.Errorf("the binding record of %s could not be read (%v); see docs/OPERATIONS.md", want, r.Err)
+		}
+	}
+	return fmt.Errorf("no binding for %s", want)
+}
+
+func encodeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// warnUnreadable tells the admin which records the listing left out: their
+// IPs are unanswered until rebound.
+func warnUnreadable(w io.Writer, skipped []store.UnreadableRecord) {
+	switch len(skipped) {
+	case 0:
+		return
+	case 1:
+		fmt.Fprintln(w, "metabindctl: warning: 1 binding record could not be read and is skipped (see docs/OPERATIONS.md):")
+	default:
+		fmt.Fprintf(w, "metabindctl: warning: %d binding records could not be read and are skipped (see docs/OPERATIONS.md):\n", len(skipped))
+	}
+	for _, r := range skipped {
+		fmt.Fprintf(w, "  %s\n", r)
+	}
 }
 
 func printTable(w io.Writer, bindings []store.Binding, now time.Time) error {
