@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -160,4 +161,28 @@ func (n *node) baseProblems(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	return problems
+}
+
+// The responder refuses to listen where a pod could reach it without the
+// per-veth source check: an unspecified address, or once the plugin has
+// recorded its responder address, any other non-loopback address.
+func TestResponderRefusesUncoveredListenAddresses(t *testing.T) {
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.60.0/24"})
+	n.addPod(t, "payments", "api-1") // records the responder address
+	cfg := filepath.Join(n.dir, "refused.yaml")
+	if err := os.WriteFile(cfg, []byte(responderConfig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for addr, why := range map[string]string{
+		"0.0.0.0:988":         "bypasses the per-veth source check",
+		"10.197.60.1:988":     "covers only the responder addresses it recorded",
+		"169.254.169.253:988": "covers only the responder addresses it recorded",
+	} {
+		cmd := exec.Command("nsenter", "--net="+n.ns.Path(), "--", filepath.Join(binDir, "metabind-responder"),
+			"--state-dir", n.stateDir, "--listen", addr, "--config", cfg)
+		out, err := cmd.CombinedOutput() // a refused address exits at once
+		if err == nil || !strings.Contains(string(out), why) {
+			t.Errorf("--listen %s: %v\n%s\nwant a refusal saying %q", addr, err, out, why)
+		}
+	}
 }

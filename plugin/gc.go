@@ -58,7 +58,7 @@ func (p *Plugin) gc(c *call) error {
 		return err
 	}
 	rep, err := reconcile.Run(reconcile.Options{StateDir: c.conf.StateDir, LockTimeout: gcLockTimeout, Redirects: rds, Keep: keep})
-	c.note("removedBindings", len(rep.RemovedBindings), "removedRules", len(rep.RemovedRules), "restoredRules", len(rep.RestoredRules), "baseRepairs", rep.BaseRepairs)
+	c.note("removedBindings", len(rep.RemovedBindings), "removedRules", len(rep.RemovedRules), "restoredRules", len(rep.RestoredRules), "baseRepairs", rep.BaseRepairs, "unreadableRecords", rep.Unreadable)
 	if err != nil {
 		return err
 	}

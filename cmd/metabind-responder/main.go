@@ -78,6 +78,20 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 		}
 		addrs = append(addrs, addr)
 	}
+	// Every address must be one the per-veth source check covers.
+	bases, err := store.ReadBases(stateDir, storeTimeout)
+	if err != nil {
+		return fmt.Errorf("read the responder addresses the plugin recorded: %w", err)
+	}
+	for _, addr := range addrs {
+		warning, err := responder.CheckListenAddress(addr, bases)
+		if err != nil {
+			return err
+		}
+		if warning != "" {
+			log.Warn(warning)
+		}
+	}
 	cfg, err := responder.LoadConfig(configPath)
 	if err != nil {
 		return err
