@@ -116,7 +116,7 @@ func TestAddRepairsADamagedBase(t *testing.T) {
 			t.Fatalf("after iptables %s and an ADD: %v", strings.Join(damage, " "), problems)
 		}
 	}
-	if !strings.Contains(n.pluginLog(), "repairedBase") {
+	if !strings.Contains(n.pluginLog(), "baseInstalled") {
 		t.Fatalf("the ADDs did not log their repairs:\n%s", n.pluginLog())
 	}
 }

@@ -317,6 +317,24 @@ func TestMetabindctlGC(t *testing.T) {
 	if len(all) != 1 || all[0].IP != kept.ip || len(n.inconsistencies(t)) != 0 || strings.Contains(n.natRules(t), gone.rt.ContainerID) {
 		t.Fatalf("after gc: %+v, %v\n%s", all, n.inconsistencies(t), out)
 	}
+
+	// Run where the pods' netns paths are not visible (inside a container
+	// without the host's /var/run/netns), gc would unbind every pod: it
+	// refuses, says why, and changes nothing; --force does it.
+	if err := testutilsUnmount(kept); err != nil {
+		t.Fatal(err)
+	}
+	refused, err := exec.Command("nsenter", "--net="+n.ns.Path(), "--", ctl, "--state-dir", n.stateDir, "gc").CombinedOutput()
+	if err == nil || !strings.Contains(string(refused), "refusing to remove every binding at once") || !strings.Contains(string(refused), "--force") {
+		t.Fatalf("gc that would remove every binding: %v\n%s", err, refused)
+	}
+	if all, _ := store.ReadAll(n.stateDir, time.Second); len(all) != 1 {
+		t.Fatalf("the refused gc changed the store: %+v", all)
+	}
+	n.run(t, ctl, "--state-dir", n.stateDir, "gc", "--force")
+	if all, _ := store.ReadAll(n.stateDir, time.Second); len(all) != 0 || len(n.inconsistencies(t)) != 0 {
+		t.Fatalf("after gc --force: %+v, %v", all, n.inconsistencies(t))
+	}
 }
 
 // testutilsUnmount makes a pod's netns vanish as a crashed runtime leaves

@@ -3,12 +3,14 @@ package integration
 import (
 	"context"
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/metabind/metabind/store"
@@ -99,5 +101,34 @@ func TestDelRemovesRulesTheStoreLostTrackOf(t *testing.T) {
 	n.delPod(t, p)
 	if rules := n.natRules(t); strings.Contains(rules, p.rt.ContainerID) {
 		t.Fatalf("DEL left the pod's rule:\n%s", rules)
+	}
+}
+
+// ADD succeeds but warns in the log about what will make the pod's
+// requests fail: an IPv6 address with no metadataAddress6 (its IPv6
+// metadata traffic is neither redirected nor blocked), and no K8S_POD_UID
+// (every token request is answered 404).
+func TestAddWarnsAboutIPv6WithoutMetadataAddress6AndMissingUID(t *testing.T) {
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.62.0/24"})
+	p := n.addUnboundPod(t, "payments", "api-1")
+	var res current.Result
+	if err := jsonRoundTrip(p.result, &res); err != nil {
+		t.Fatal(err)
+	}
+	v6 := *res.IPs[0]
+	v6.Address = net.IPNet{IP: net.ParseIP("fd00:62::5"), Mask: net.CIDRMask(64, 128)}
+	v6.Gateway = nil
+	res.IPs = append(res.IPs, &v6)
+	if err := n.metabindOnly("ADD", randomID(), p, "IgnoreUnknown=1;K8S_POD_NAMESPACE=payments;K8S_POD_NAME=api-1", mustJSON(t, &res)); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	log := n.pluginLog()
+	for _, want := range []string{
+		`"level":"WARN","msg":"the pod has IPv6 address fd00:62::5 but metadataAddress6 is unset`,
+		`"level":"WARN","msg":"CNI_ARGS carry no K8S_POD_UID`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("plugin log lacks %s:\n%s", want, log)
+		}
 	}
 }

@@ -182,7 +182,7 @@ func (p *Plugin) ensureBase(c *call, rd *redirect.Redirect, family int) error {
 	defer lock.Close()
 	repaired, err := rd.EnsureBase()
 	if len(repaired) > 0 {
-		c.note("repairedBase", repaired)
+		c.note("baseInstalled", repaired) // what was missing and is now in place
 	}
 	return err
 }

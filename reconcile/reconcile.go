@@ -112,7 +112,7 @@ func (o Options) bindings(rep *Report) ([]store.Binding, error) {
 		// An unreadable record is left alone: its IP is unbound for the
 		// responder, and the next ADD of that IP overwrites it.
 		rep.Unreadable = len(tx.Unreadable())
-		if err == nil && o.RefuseAll && len(live) == 0 && len(rep.RemovedBindings) > 1 {
+		if err == nil && o.RefuseAll && len(live) == 0 && len(rep.RemovedBindings) > 0 {
 			err = fmt.Errorf("%w (%d): none of their pods' network namespaces is visible from here", ErrAll, len(rep.RemovedBindings))
 		}
 		return rep.RemovedBindings, err
