@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -178,9 +179,13 @@ func TestResponderRefusesUncoveredListenAddresses(t *testing.T) {
 		"10.197.60.1:988":     "covers only the responder addresses it recorded",
 		"169.254.169.253:988": "covers only the responder addresses it recorded",
 	} {
-		cmd := exec.Command("nsenter", "--net="+n.ns.Path(), "--", filepath.Join(binDir, "metabind-responder"),
+		// A refused address exits at once; one that is served runs until
+		// the test's bound kills it.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		cmd := exec.CommandContext(ctx, "nsenter", "--net="+n.ns.Path(), "--", filepath.Join(binDir, "metabind-responder"),
 			"--state-dir", n.stateDir, "--listen", addr, "--config", cfg)
-		out, err := cmd.CombinedOutput() // a refused address exits at once
+		out, err := cmd.CombinedOutput()
+		cancel()
 		if err == nil || !strings.Contains(string(out), why) {
 			t.Errorf("--listen %s: %v\n%s\nwant a refusal saying %q", addr, err, out, why)
 		}
