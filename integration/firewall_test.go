@@ -13,6 +13,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/metabind/metabind/reconcile"
 	"github.com/metabind/metabind/redirect"
 )
 
@@ -189,5 +190,31 @@ func TestResponderRefusesUncoveredListenAddresses(t *testing.T) {
 		if err == nil || !strings.Contains(string(out), why) {
 			t.Errorf("--listen %s: %v\n%s\nwant a refusal saying %q", addr, err, out, why)
 		}
+	}
+}
+
+// On a whole node (dual stack, and a bridge, whose rules match the port with
+// physdev) the repair loop finds nothing to do tick after tick: its audit
+// reads every rule as metabind wrote it, in both families, so it never
+// repairs what is not broken.
+func TestRepairLoopLeavesAWholeNodeAlone(t *testing.T) {
+	for _, c := range []chain{
+		{name: "ptp", subnet: "10.197.64.0/24", subnet6: "fd00:197:64::/64"},
+		{name: "bridge", subnet: "10.197.65.0/24"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			n := newNode(t, c)
+			n.addPod(t, "payments", "api-1")
+			n.addPod(t, "web", "site-1")
+			n.startResponder(t, responderConfig)
+			// Two ticks of the loop after its first look.
+			time.Sleep(2*reconcile.RepairInterval + time.Second)
+			log := n.responderLog()
+			for _, repair := range []string{"repaired the base", "restored a pod's rules", "removed a rule no binding owns", "repair loop:"} {
+				if strings.Contains(log, repair) {
+					t.Fatalf("the repair loop acted on a whole node (%q):\n%s", repair, log)
+				}
+			}
+		})
 	}
 }
