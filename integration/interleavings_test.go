@@ -21,55 +21,60 @@ import (
 )
 
 // An IP still bound to pod A is handed to pod B (IPAM moved on before A's
-// DEL reached metabind). B's ADD is killed the moment its binding is
-// committed: A's (veth, IP) rule must already be gone then, or A's requests
-// reach the responder and are answered with B's identity.
+// DEL reached metabind). B's ADD is killed at each step of the takeover:
+// after A's binding is released, and after B's binding is committed. At
+// neither may A's requests be answered with B's identity; the retried ADD
+// then leaves B bound with its rules and A with none.
 func TestIPTakeoverRemovesTheOldHoldersRulesFirst(t *testing.T) {
-	n := newNode(t, chain{name: "ptp", subnet: "10.197.40.0/24"})
-	n.startNodeMetadataServer(t)
-	n.startResponder(t, responderConfig)
-	a := n.addPod(t, "payments", "api-old")
-	if uid, why := tokenPodUID(a); uid != a.uid {
-		t.Fatalf("set-up: A's token is for %q (%s), want %q", uid, why, a.uid)
-	}
+	for i, step := range []string{"add:released", "add:committed"} {
+		t.Run(step, func(t *testing.T) {
+			n := newNode(t, chain{name: "ptp", subnet: fmt.Sprintf("10.197.%d.0/24", 40+i)})
+			n.startNodeMetadataServer(t)
+			n.startResponder(t, responderConfig)
+			a := n.addPod(t, "payments", "api-old")
+			if uid, why := tokenPodUID(a); uid != a.uid {
+				t.Fatalf("set-up: A's token is for %q (%s), want %q", uid, why, a.uid)
+			}
 
-	// B: a real veth from the network without metabind, and a prevResult
-	// that hands it A's address.
-	b := n.addUnboundPod(t, "payments", "api-new")
-	var res current.Result
-	if err := jsonRoundTrip(b.result, &res); err != nil {
-		t.Fatal(err)
-	}
-	res.IPs[0].Address = net.IPNet{IP: a.ip.AsSlice(), Mask: res.IPs[0].Address.Mask}
-	prev := mustJSON(t, &res)
-	const uidB = "uid-taker"
-	args := "IgnoreUnknown=1;K8S_POD_NAMESPACE=payments;K8S_POD_NAME=api-new;K8S_POD_UID=" + uidB
-	cid := randomID()
+			// B: a real veth from the network without metabind, and a
+			// prevResult that hands it A's address.
+			b := n.addUnboundPod(t, "payments", "api-new")
+			var res current.Result
+			if err := jsonRoundTrip(b.result, &res); err != nil {
+				t.Fatal(err)
+			}
+			res.IPs[0].Address = net.IPNet{IP: a.ip.AsSlice(), Mask: res.IPs[0].Address.Mask}
+			prev := mustJSON(t, &res)
+			const uidB = "uid-taker"
+			args := "IgnoreUnknown=1;K8S_POD_NAMESPACE=payments;K8S_POD_NAME=api-new;K8S_POD_UID=" + uidB
+			cid := randomID()
 
-	t.Setenv(plugin.CrashEnv, "add:committed")
-	err := n.metabindOnly("ADD", cid, b, args, prev)
-	os.Unsetenv(plugin.CrashEnv)
-	if err == nil || !strings.Contains(err.Error(), "killed") {
-		t.Fatalf("ADD with the crash hook = %v, want it killed", err)
-	}
-	if got, ok := bindingOf(t, n, a.ip); !ok || got.PodUID != uidB {
-		t.Fatalf("after B's commit the store binds %s to %+v, want B", a.ip, got)
-	}
-	if uid, why := tokenPodUID(a); uid != "" {
-		t.Fatalf("A, whose IP was taken over, got a token for %q (B is %q): the old holder's rule outlived its binding", uid, uidB)
-	} else {
-		t.Logf("A after the takeover: %s", why)
-	}
-	if strings.Contains(n.natRules(t), a.rt.ContainerID) {
-		t.Fatalf("A's rule is still installed after B took its IP over:\n%s", n.natRules(t))
-	}
+			t.Setenv(plugin.CrashEnv, step)
+			err := n.metabindOnly("ADD", cid, b, args, prev)
+			os.Unsetenv(plugin.CrashEnv)
+			if err == nil || !strings.Contains(err.Error(), "killed") {
+				t.Fatalf("ADD with the crash hook at %s = %v, want it killed", step, err)
+			}
+			if uid, why := tokenPodUID(a); uid != "" {
+				t.Fatalf("killed at %s: A, whose IP was being taken over, got a token for %q (B is %q)", step, uid, uidB)
+			} else {
+				t.Logf("A after the kill at %s: %s", step, why)
+			}
 
-	// The runtime retries; B is bound with its rules, A has none.
-	if err := n.metabindOnly("ADD", cid, b, args, prev); err != nil {
-		t.Fatalf("retried ADD: %v", err)
-	}
-	if bad := n.inconsistencies(t); len(bad) > 0 {
-		t.Fatalf("after the retried ADD: %v", bad)
+			// The runtime retries; B is bound with its rules, A has none.
+			if err := n.metabindOnly("ADD", cid, b, args, prev); err != nil {
+				t.Fatalf("retried ADD: %v", err)
+			}
+			if got, ok := bindingOf(t, n, a.ip); !ok || got.PodUID != uidB || got.Released {
+				t.Fatalf("after the retried ADD the store binds %s to %+v, want B", a.ip, got)
+			}
+			if strings.Contains(n.natRules(t), a.rt.ContainerID) {
+				t.Fatalf("A's rule is still installed after B took its IP over:\n%s", n.natRules(t))
+			}
+			if bad := n.inconsistencies(t); len(bad) > 0 {
+				t.Fatalf("after the retried ADD: %v", bad)
+			}
+		})
 	}
 }
 

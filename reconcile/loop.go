@@ -3,6 +3,7 @@ package reconcile
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/metabind/metabind/redirect"
@@ -11,7 +12,8 @@ import (
 
 // RepairInterval is how often the repair loop looks at the rules. A
 // firewall reload that flushes INPUT, or a deleted chain, is undone within
-// this long plus one repair, with no pod event needed.
+// this long plus one repair, with no pod event needed; a pod's lost rule
+// (nothing else damaged) within twice this long.
 const RepairInterval = 3 * time.Second
 
 // Repairer keeps the node's rules whole from a long-running process (the
@@ -19,15 +21,26 @@ const RepairInterval = 3 * time.Second
 // rules with what the plugin recorded (the bases, see store.Base, and the
 // bindings) and, when anything differs, runs a locked reconciliation that
 // puts back what is missing and removes rules no binding owns. It never
-// removes a binding.
+// removes a binding, except one a failed takeover left released.
+//
+// Looking takes no lock, so an ADD or DEL at work (binding committed, rules
+// not yet in or out) looks like a difference in the per-pod rules; the
+// loop acts on one only when the next look finds the same, so a node busy
+// with pods is not held up by reconciliations that find nothing to do. A
+// damaged base (chains and jumps, which no pod change touches) is repaired
+// at once.
 type Repairer struct {
 	StateDir    string
 	LockTimeout time.Duration
 	Log         *slog.Logger
 	// NewRedirect makes the redirect of a recorded base (redirect.New).
 	NewRedirect redirect.Maker
+	// OnBases, if set, hears of the recorded bases at every look (the
+	// responder checks its listen addresses against them).
+	OnBases func([]store.Base)
 
-	made map[store.Base]*redirect.Redirect
+	made     map[store.Base]*redirect.Redirect
+	lastDiff string // the per-pod difference the previous look found
 }
 
 // Run repairs every interval until ctx is done.
@@ -45,24 +58,25 @@ func (r *Repairer) Run(ctx context.Context, interval time.Duration) {
 }
 
 // Once looks, and repairs if needed. It returns the repair's report (the
-// zero Report when everything was in place).
+// zero Report when nothing was done).
 func (r *Repairer) Once() Report {
-	rds, err := r.redirects()
+	bases, rds, err := r.redirects()
 	if err != nil {
 		r.Log.Warn("repair loop: cannot read the recorded bases", "error", err.Error())
 		return Report{}
 	}
+	if r.OnBases != nil {
+		r.OnBases(bases)
+	}
 	if len(rds) == 0 {
 		return Report{} // no ADD has run on this node: nothing to keep
 	}
-	// Looking needs no lock; a difference may be an ADD or DEL at work,
-	// which the locked run below waits for.
-	if whole, err := r.looksWhole(rds); err != nil {
-		r.Log.Warn("repair loop: cannot read the rules", "error", err.Error())
-		return Report{}
-	} else if whole {
+	baseDamaged, diff := r.look(rds)
+	if !baseDamaged && (diff == "" || diff != r.lastDiff) {
+		r.lastDiff = diff
 		return Report{}
 	}
+	r.lastDiff = ""
 	rep, err := Run(Options{StateDir: r.StateDir, LockTimeout: r.LockTimeout, Redirects: rds})
 	if err != nil {
 		r.Log.Warn("repair loop: reconciliation failed", "error", err.Error())
@@ -77,35 +91,44 @@ func (r *Repairer) Once() Report {
 	for _, o := range rep.RemovedRules {
 		r.Log.Warn("removed a rule no binding owns", "rule", o.String())
 	}
+	for _, b := range rep.RemovedBindings {
+		r.Log.Warn("removed a binding a failed takeover left released", "ip", b.IP.String(), "container", b.ContainerID)
+	}
 	for _, err := range rep.Errors {
 		r.Log.Warn("repair loop: a repair failed", "error", err.Error())
 	}
 	return rep
 }
 
-// looksWhole reports whether every base is whole and the per-pod rules
-// are exactly the bindings'.
-func (r *Repairer) looksWhole(rds []*redirect.Redirect) (bool, error) {
-	var want [2]map[string]bool
-	for f := range want {
-		want[f] = map[string]bool{}
-	}
+// look reports whether any base is damaged, and the per-pod rules'
+// difference from the bindings ("" when none). A base or family it cannot
+// read is logged and skipped: one broken ip6tables does not stop IPv4's
+// repairs.
+func (r *Repairer) look(rds []*redirect.Redirect) (baseDamaged bool, diff string) {
+	var live [2][]store.Binding
 	err := store.Read(r.StateDir, r.LockTimeout, func(tx *store.Tx) error {
 		return tx.ForEach(func(b store.Binding) error {
-			for _, o := range []string{"nat", "filter"} {
-				want[redirect.Family(b.IP)][o+" "+b.ContainerID+"/"+b.IfName+" "+b.IP.String()+" "+b.HostInterface] = true
+			if b.Released {
+				baseDamaged = true // a failed takeover to clean up
+			} else {
+				live[redirect.Family(b.IP)] = append(live[redirect.Family(b.IP)], b)
 			}
 			return nil
 		})
 	})
 	if err != nil {
-		return false, err
+		r.Log.Warn("repair loop: cannot read the bindings", "error", err.Error())
+		return false, ""
 	}
+	var diffs []string
 	listed := [2]bool{}
 	for _, rd := range rds {
-		if problems, err := rd.AuditBase(); err != nil || len(problems) > 0 {
-			return false, err
+		problems, err := rd.AuditBase()
+		if err != nil {
+			r.Log.Warn("repair loop: cannot read the rules", "metadata", rd.Metadata().String(), "error", err.Error())
+			continue
 		}
+		baseDamaged = baseDamaged || len(problems) > 0
 		f := rd.Family()
 		if listed[f] {
 			continue
@@ -113,25 +136,21 @@ func (r *Repairer) looksWhole(rds []*redirect.Redirect) (bool, error) {
 		listed[f] = true
 		owned, err := rd.ListOwned()
 		if err != nil {
-			return false, err
+			r.Log.Warn("repair loop: cannot read the rules", "metadata", rd.Metadata().String(), "error", err.Error())
+			continue
 		}
-		if len(owned) != len(want[f]) {
-			return false, nil
-		}
-		for _, o := range owned {
-			if !want[f][o.Table+" "+o.ContainerID+"/"+o.IfName+" "+o.IP.String()+" "+o.Interface] {
-				return false, nil
-			}
+		if d := diffPodRules(owned, live[f]); !d.empty() {
+			diffs = append(diffs, d.signature())
 		}
 	}
-	return true, nil
+	return baseDamaged, strings.Join(diffs, "\n")
 }
 
 // redirects are those of the recorded bases, made once each.
-func (r *Repairer) redirects() ([]*redirect.Redirect, error) {
+func (r *Repairer) redirects() ([]store.Base, []*redirect.Redirect, error) {
 	bases, err := store.ReadBases(r.StateDir, r.LockTimeout)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if r.made == nil {
 		r.made = map[store.Base]*redirect.Redirect{}
@@ -142,11 +161,11 @@ func (r *Repairer) redirects() ([]*redirect.Redirect, error) {
 		rd := r.made[k]
 		if rd == nil {
 			if rd, err = r.NewRedirect(b.Metadata, b.Responder); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			r.made[k] = rd
 		}
 		out = append(out, rd)
 	}
-	return out, nil
+	return bases, out, nil
 }

@@ -5,7 +5,9 @@
 package reconcile
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/metabind/metabind/redirect"
@@ -22,11 +24,6 @@ type Report struct {
 	Errors          []error          // what failed; reconciliation goes on past each
 }
 
-// Changed reports whether the reconciliation found anything to do.
-func (r Report) Changed() bool {
-	return len(r.RemovedBindings)+len(r.RemovedRules)+len(r.RestoredRules)+len(r.BaseRepairs) > 0
-}
-
 // Options say what to reconcile.
 type Options struct {
 	StateDir    string
@@ -36,17 +33,17 @@ type Options struct {
 	// restored: per-pod rules live in fixed chains whatever the base).
 	Redirects []*redirect.Redirect
 	// Keep says which bindings stay; nil keeps every binding (the repair
-	// loop), so the store is only read.
+	// loop) but those a failed takeover left released.
 	Keep func(store.Binding) bool
 	// RefuseAll refuses to remove every binding at once (see ErrAll).
 	RefuseAll bool
 	DryRun    bool
 }
 
-// ErrAll is Run's answer when Keep would remove every one of several
-// bindings and RefuseAll is set: a caller that cannot see the pods' netns
+// ErrAll is Run's answer when Keep would remove every binding on the node
+// and RefuseAll is set: a caller that cannot see the pods' netns
 // paths (run inside a container) would otherwise unbind the whole node.
-var ErrAll = fmt.Errorf("refusing to remove every binding at once")
+var ErrAll = errors.New("refusing to remove every binding at once")
 
 // Run reconciles. It holds the rules lock exclusively throughout (see
 // store.LockRulesExclusive): from its read of the bindings to its last rule
@@ -56,6 +53,9 @@ var ErrAll = fmt.Errorf("refusing to remove every binding at once")
 // returns them in the report.
 func Run(o Options) (Report, error) {
 	var rep Report
+	if _, err := os.Stat(o.StateDir); errors.Is(err, os.ErrNotExist) {
+		return rep, nil // no ADD has run on this node: nothing to reconcile
+	}
 	lock, err := store.LockRulesExclusive(o.StateDir, o.LockTimeout)
 	if err != nil {
 		return rep, err
@@ -96,31 +96,36 @@ func Run(o Options) (Report, error) {
 	return rep, nil
 }
 
-// bindings removes the bindings Keep rejects and returns the rest.
+// bindings removes the bindings Keep rejects, and those left released by
+// a takeover that failed half-way (see plugin's commitBindings: with the
+// rules lock held exclusively no takeover is in flight, so their rules are
+// orphans and the IP unbound), and returns the rest.
 func (o Options) bindings(rep *Report) ([]store.Binding, error) {
 	var live []store.Binding
 	pick := func(tx *store.Tx) ([]store.Binding, error) {
 		live, rep.RemovedBindings = nil, nil
 		err := tx.ForEach(func(b store.Binding) error {
-			if o.Keep == nil || o.Keep(b) {
+			if !b.Released && (o.Keep == nil || o.Keep(b)) {
 				live = append(live, b)
 			} else {
 				rep.RemovedBindings = append(rep.RemovedBindings, b)
 			}
 			return nil
 		})
-		// An unreadable record is left alone: its IP is unbound for the
-		// responder, and the next ADD of that IP overwrites it.
+		// An unreadable record is left in the store: its IP counts as
+		// unbound, so the rules of that IP go as orphans, and the next ADD
+		// of the IP overwrites it.
 		rep.Unreadable = len(tx.Unreadable())
 		if err == nil && o.RefuseAll && len(live) == 0 && len(rep.RemovedBindings) > 0 {
 			err = fmt.Errorf("%w (%d): none of their pods' network namespaces is visible from here", ErrAll, len(rep.RemovedBindings))
 		}
 		return rep.RemovedBindings, err
 	}
-	if o.Keep == nil || o.DryRun {
+	if o.DryRun {
 		err := store.Read(o.StateDir, o.LockTimeout, func(tx *store.Tx) error { _, err := pick(tx); return err })
 		return live, err
 	}
+	// Remove commits only when pick chose something.
 	st, err := store.Open(o.StateDir, o.LockTimeout)
 	if err != nil {
 		return nil, err
@@ -144,40 +149,40 @@ func (o Options) byFamily() [2]*redirect.Redirect {
 }
 
 // podRules removes the per-pod rules of one family that no binding owns
-// and restores the missing rules of live.
+// and restores the missing rules of live, in one iptables-restore run each
+// where it can (a 1,000-pod node after `iptables -F` is repaired in two
+// runs, not thousands, so pod changes wait for it briefly).
 func (o Options) podRules(rep *Report, rd *redirect.Redirect, live []store.Binding) error {
 	owned, err := rd.ListOwned()
 	if err != nil {
 		return err
 	}
-	present := make([]int, len(live)) // pieces of each live binding found
-	for _, r := range owned {
-		ok := false
-		for i, b := range live {
-			if r.Is(redirect.RuleFor(b)) {
-				ok = true
-				present[i]++
-			}
-		}
-		if ok {
-			continue
-		}
-		rep.RemovedRules = append(rep.RemovedRules, r)
-		if !o.DryRun {
+	d := diffPodRules(owned, live)
+	rep.RemovedRules = append(rep.RemovedRules, d.orphans...)
+	rep.RestoredRules = append(rep.RestoredRules, d.missing...)
+	if o.DryRun || d.empty() {
+		return nil
+	}
+	if len(d.orphans) > 0 && rd.DeleteBatch(d.orphans) != nil {
+		for _, r := range d.orphans { // piece by piece, each already gone being fine
 			if err := rd.Delete(r); err != nil {
 				rep.Errors = append(rep.Errors, err)
 			}
 		}
 	}
-	for i, b := range live {
-		if present[i] >= 2 {
+	var whole []redirect.Rule // bindings with no piece left: added without looking
+	for _, b := range d.missing {
+		if !d.partial[b.IP] {
+			whole = append(whole, redirect.RuleFor(b))
+		}
+	}
+	batched := len(whole) > 0 && rd.AddBatch(whole, false) == nil
+	for _, b := range d.missing {
+		if batched && !d.partial[b.IP] {
 			continue
 		}
-		rep.RestoredRules = append(rep.RestoredRules, b)
-		if !o.DryRun {
-			if _, err := rd.Add(redirect.RuleFor(b)); err != nil {
-				rep.Errors = append(rep.Errors, fmt.Errorf("restore rules of %s: %w", b.IP, err))
-			}
+		if _, err := rd.Add(redirect.RuleFor(b)); err != nil {
+			rep.Errors = append(rep.Errors, fmt.Errorf("restore rules of %s: %w", b.IP, err))
 		}
 	}
 	return nil

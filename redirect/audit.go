@@ -77,28 +77,31 @@ func (r *Redirect) audit() (damage, error) {
 			}
 		}
 	}
-	// The jumps must stand on top of their built-in chains, in the order
-	// EnsureBase inserts them, with nothing but metabind's own rules above
-	// them.
+	// The jumps must stand on top of their built-in chains, with nothing
+	// but metabind's own rules above them, and the jump to the source
+	// check above the REJECT that follows it. Nothing more is required of
+	// their order: another base of the same family (a second network, a
+	// changed responderAddress) shares the chain and its block jump, and
+	// two bases that each insisted on a total order would re-place each
+	// other for ever.
 	for _, k := range firstChains(r.base) {
 		lines := listed[k]
-		pos, ok := -1, true
-		for _, p := range topOrder(r.base, k) {
-			i := index(lines, p.listed())
-			if i < 0 {
-				continue // reported as missing
+		ok := true
+		last := -1
+		for _, p := range r.base {
+			if p.spec != nil && p.first && p.table+" "+p.chain == k {
+				last = max(last, index(lines, p.listed()))
 			}
-			if i < pos {
-				ok = false
-				d.problems = append(d.problems, fmt.Sprintf("%s: metabind's rules are out of order", k))
-			}
-			pos = max(pos, i)
 		}
-		for i := 0; i < pos && ok; i++ {
+		for i := 0; i < last && ok; i++ {
 			if !isMetabinds(lines[i]) {
 				ok = false
 				d.problems = append(d.problems, fmt.Sprintf("%s: %q stands above metabind's jumps", k, lines[i]))
 			}
+		}
+		if jump, guard := index(lines, r.sourceJump().listed()), index(lines, r.guard().listed()); k == "filter INPUT" && jump >= 0 && guard >= 0 && guard < jump {
+			ok = false
+			d.problems = append(d.problems, fmt.Sprintf("%s: the REJECT stands above the jump to %s", k, SourceChain))
 		}
 		if !ok {
 			d.replace[k] = true
@@ -198,10 +201,36 @@ func (p piece) listed() string {
 	return "-A " + p.chain + " " + strings.Join(p.spec, " ")
 }
 
-// isMetabinds tells metabind's own rules (base and per-pod: all carry a
-// comment starting "metabind") from everyone else's.
+// isMetabinds tells metabind's own rules from everyone else's by their
+// comments: a base rule's (see base) or a per-pod rule's
+// ("metabind:<containerID>/<ifname>", no space).
 func isMetabinds(listed string) bool {
-	return strings.Contains(listed, "--comment "+strings.TrimSuffix(CommentPrefix, ":"))
+	_, after, ok := strings.Cut(listed, "--comment ")
+	if !ok {
+		return false
+	}
+	if rest, ok := strings.CutPrefix(after, CommentPrefix); ok && rest != "" && rest[0] != ' ' {
+		return true
+	}
+	for _, c := range baseComments {
+		if strings.HasPrefix(after, c+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+// sourceJump and guard are the INPUT rules that must stay in this order.
+func (r *Redirect) sourceJump() piece { return r.findBase("-j", SourceChain) }
+func (r *Redirect) guard() piece      { return r.findBase("--comment", commentGuard) }
+
+func (r *Redirect) findBase(flag, value string) piece {
+	for _, p := range r.base {
+		if p.chain == "INPUT" && containsPair(p.spec, flag, value) {
+			return p
+		}
+	}
+	return piece{}
 }
 
 // firstChains are the built-in chains that hold jumps ("table chain"), in
@@ -214,18 +243,6 @@ func firstChains(base []piece) []string {
 		if p.spec != nil && p.first && !seen[k] {
 			seen[k] = true
 			out = append(out, k)
-		}
-	}
-	return out
-}
-
-// topOrder is the order in which the jumps of chain k stand once each was
-// inserted at position 1 in base order: the reverse.
-func topOrder(base []piece, k string) []piece {
-	var out []piece
-	for _, p := range base {
-		if p.spec != nil && p.first && p.table+" "+p.chain == k {
-			out = append([]piece{p}, out...)
 		}
 	}
 	return out

@@ -117,3 +117,17 @@ func containsPair(spec []string, flag, value string) bool {
 func chainInMissingTable(err error) bool {
 	return strings.Contains(err.Error(), "is incompatible, use 'nft' tool")
 }
+
+// DeleteBatch removes listed rules in one iptables-restore run; it fails
+// whole (ErrBatch) if any is gone already, and the caller then deletes one
+// by one.
+func (r *Redirect) DeleteBatch(rules []Owned) error {
+	if r.restore == nil {
+		return fmt.Errorf("%w: no iptables-restore on this Redirect", ErrBatch)
+	}
+	var b batch
+	for _, o := range rules {
+		b.line(o.Table, "-D", o.Chain, o.Spec)
+	}
+	return r.restore(b.String())
+}

@@ -27,8 +27,10 @@ var _ Tables = (*iptables.IPTables)(nil)
 // It has two ways to iptables. The hot path, a pod's ADD and DEL, is one
 // iptables-restore run (batch.go): every invocation costs milliseconds, and
 // go-iptables runs `iptables --version` before its first command and one
-// process per rule. Everything else (first set-up, CHECK, GC, repairs) goes
-// through go-iptables, created only when first needed.
+// process per rule. Repairs that must be atomic (jumps re-placed on top)
+// and bulk repairs (a pod's rules after a flush, orphans) are
+// iptables-restore runs too. Everything else (audits, CHECK, single rules)
+// goes through go-iptables, created only when first needed.
 type Redirect struct {
 	family   int            // 0: IPv4, 1: IPv6
 	metadata netip.AddrPort // what its base redirects
@@ -132,18 +134,6 @@ func (r *Redirect) Add(rule Rule) (bool, error) {
 		r.afterPiece()
 	}
 	return added, nil
-}
-
-// Append installs rule without looking for it first: one invocation a
-// piece, for an attachment that had no rule.
-func (r *Redirect) Append(rule Rule) error {
-	for _, p := range rule.pieces() {
-		if err := r.put(p); err != nil {
-			return fmt.Errorf("redirect %s on %s: %w", rule.IP, rule.HostInterface, err)
-		}
-		r.afterPiece()
-	}
-	return nil
 }
 
 func (r *Redirect) afterPiece() {

@@ -145,20 +145,32 @@ func jumpSpec(addr netip.AddrPort, notLo bool, target, comment string) []string 
 func base(metadata, responder netip.AddrPort) []piece {
 	return []piece{
 		{"filter", FilterChain, nil, false},
-		{"filter", FilterChain, blockSpec("metabind: metadata traffic with no pod binding"), false},
+		{"filter", FilterChain, blockSpec(commentBlockRule), false},
 		// Unclaimed metadata traffic routed on, to a metadata server behind
 		// the node, and to one on the node itself (loopback spared, so the
 		// node's own processes still reach it).
-		{"filter", "FORWARD", jumpSpec(metadata, false, FilterChain, "metabind: block unclaimed metadata traffic"), true},
-		{"filter", "INPUT", jumpSpec(metadata, true, FilterChain, "metabind: block unclaimed metadata traffic"), true},
+		{"filter", "FORWARD", jumpSpec(metadata, false, FilterChain, commentBlockJump), true},
+		{"filter", "INPUT", jumpSpec(metadata, true, FilterChain, commentBlockJump), true},
 		{"filter", SourceChain, nil, false},
 		// Inserted first in this order, the jump ends up above the REJECT.
 		{"filter", "INPUT", guardSpec(responder), true},
-		{"filter", "INPUT", jumpSpec(responder, true, SourceChain, "metabind: only bound pods reach the responder"), true},
+		{"filter", "INPUT", jumpSpec(responder, true, SourceChain, commentSourceJump), true},
 		{"nat", NATChain, nil, false},
-		{"nat", "PREROUTING", jumpSpec(metadata, false, NATChain, "metabind: metadata traffic to per-pod redirects"), true},
+		{"nat", "PREROUTING", jumpSpec(metadata, false, NATChain, commentRedirectJmp), true},
 	}
 }
+
+// The comments of the base rules: fixed, as the chain names, since the
+// audit tells metabind's rules from other agents' by them.
+const (
+	commentBlockRule   = "metabind: metadata traffic with no pod binding"
+	commentBlockJump   = "metabind: block unclaimed metadata traffic"
+	commentGuard       = "metabind: not a bound pod veth and address"
+	commentSourceJump  = "metabind: only bound pods reach the responder"
+	commentRedirectJmp = "metabind: metadata traffic to per-pod redirects"
+)
+
+var baseComments = []string{commentBlockRule, commentBlockJump, commentGuard, commentSourceJump, commentRedirectJmp}
 
 // guardSpec rejects what reaches the responder's address and no per-pod
 // source rule accepted.
@@ -166,7 +178,7 @@ func guardSpec(responder netip.AddrPort) []string {
 	return []string{
 		"-d", prefix(responder.Addr()), "!", "-i", "lo",
 		"-p", "tcp", "-m", "tcp", "--dport", strconv.Itoa(int(responder.Port())),
-		"-m", "comment", "--comment", "metabind: not a bound pod veth and address",
+		"-m", "comment", "--comment", commentGuard,
 		"-j", "REJECT", "--reject-with", "tcp-reset",
 	}
 }

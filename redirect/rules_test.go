@@ -299,3 +299,28 @@ func TestListOwnedBeforeTheFirstADD(t *testing.T) {
 		t.Fatalf("RemoveByComment on a fresh node = %d, %v", n, err)
 	}
 }
+
+// Two bases of one family (a second network, a changed responderAddress)
+// share INPUT and its block jump: each repair must leave the other whole,
+// or they would re-place each other for ever.
+func TestTwoBasesOfOneFamilyConverge(t *testing.T) {
+	f := newFake()
+	a := NewWithTables(f, metadata, responder)
+	b := NewWithTables(f, metadata, netip.MustParseAddrPort("169.254.169.251:988"))
+	for round := 0; round < 3; round++ {
+		for name, r := range map[string]*Redirect{"a": a, "b": b} {
+			repaired, err := r.EnsureBase()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if round > 0 && len(repaired) > 0 {
+				t.Fatalf("round %d: base %s repaired again: %q\nINPUT: %q", round, name, repaired, f.rules["filter/INPUT"])
+			}
+		}
+	}
+	// A rule commented like metabind's but not one of them is foreign.
+	f.rules["filter/INPUT"] = append([]string{"-i eth1 -m comment --comment metabind-allow -j ACCEPT"}, f.rules["filter/INPUT"]...)
+	if problems, _ := a.AuditBase(); len(problems) != 1 || !strings.Contains(problems[0], "stands above") {
+		t.Fatalf("audit with a look-alike comment on top = %q", problems)
+	}
+}

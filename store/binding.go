@@ -30,13 +30,19 @@ type Binding struct {
 	Bridged       bool   `json:"bridged,omitempty"` // HostInterface is a bridge port
 	// Responder is where the pod's redirect sends it, recorded so that the
 	// rule can be found again after the netconf changes.
-	Responder        netip.AddrPort    `json:"responder"`
-	Namespace        string            `json:"namespace,omitempty"`
-	Pod              string            `json:"pod,omitempty"`
-	PodUID           string            `json:"podUID,omitempty"`
-	InfraContainerID string            `json:"infraContainerID,omitempty"`
-	Annotations      map[string]string `json:"annotations,omitempty"`
-	Created          time.Time         `json:"created"`
+	Responder        netip.AddrPort `json:"responder"`
+	Namespace        string         `json:"namespace,omitempty"`
+	Pod              string         `json:"pod,omitempty"`
+	PodUID           string         `json:"podUID,omitempty"`
+	InfraContainerID string         `json:"infraContainerID,omitempty"`
+	// Released marks a binding another attachment's ADD is taking the IP
+	// over from (IPAM handed the IP on before this attachment's DEL). It
+	// counts as unbound for the responder, while the taking ADD removes
+	// its rules and then replaces the record; one left behind by an ADD
+	// that failed in between still says whose rules to remove.
+	Released    bool              `json:"released,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Created     time.Time         `json:"created"`
 }
 
 // Attachment names the CNI attachment (container ID + interface) that owns

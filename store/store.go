@@ -14,7 +14,7 @@ import (
 
 // SchemaVersion is the layout this binary writes. A store written by a
 // newer schema is refused rather than misread; an older one is read as it
-// is and migrated by the first writer (see migrate.go).
+// is and migrated by the first writer (see initSchema).
 //
 //	1: bindings, attachments
 //	2: bindings carry the CNI network name; the bases bucket records what

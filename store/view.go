@@ -209,6 +209,9 @@ func (v *View) reload() (reloaded, error) {
 				}
 				continue
 			}
+			if b.Released {
+				continue // being taken over: unbound until its new owner is
+			}
 			byIP[b.IP] = b
 		}
 		snap := &snapshot{gen: g, byIP: byIP}

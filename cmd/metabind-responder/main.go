@@ -26,8 +26,10 @@ import (
 )
 
 const (
-	storeTimeout      = 2 * time.Second
-	repairLockTimeout = 10 * time.Second
+	storeTimeout = 2 * time.Second
+	// repairLockTimeout bounds the repair loop's wait for pod changes in
+	// flight; ADD and DEL wait longer for it (see plugin.RulesLockTimeout).
+	repairLockTimeout = 5 * time.Second
 	shutdownTimeout   = 10 * time.Second
 )
 
@@ -133,6 +135,17 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 	// waiting for a pod event: a firewall reload that flushes INPUT, or a
 	// deleted chain, is undone within reconcile.RepairInterval.
 	repairer := &reconcile.Repairer{StateDir: stateDir, LockTimeout: repairLockTimeout, Log: log.With("component", "repair"), NewRedirect: redirect.New}
+	// Addresses accepted before the plugin recorded any (the responder
+	// starts before the first pod) are checked again once it has.
+	warned := map[netip.AddrPort]bool{}
+	repairer.OnBases = func(bases []store.Base) {
+		for _, addr := range addrs {
+			if _, err := responder.CheckListenAddress(addr, bases); err != nil && !warned[addr] {
+				warned[addr] = true
+				log.Error("listening where the source check does not look; restart with the netconf's responderAddress", "error", err.Error())
+			}
+		}
+	}
 	go repairer.Run(ctx, reconcile.RepairInterval)
 
 	srv := responder.NewServer(responder.NewHandler(cfg, view, iss, log), log)
