@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the demo and the tests need on a fresh Debian machine:
-# iptables and iproute2 from apt, and the reference CNI plugins and cnitool,
+# iptables, iproute2 and etcd from apt; the reference CNI plugins and cnitool,
 # pinned, built with `go install` into .cache/cni/bin (nothing lands on the
-# system's own CNI path).
+# system's own CNI path); kube-apiserver and kube-controller-manager, pinned by
+# tools/kube, built into .cache/kube (the first build takes ~16 min on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ need_apt=()
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nsenter >/dev/null || need_apt+=(util-linux)
+command -v etcd >/dev/null || need_apt+=(etcd-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps: need root to apt-get install ${need_apt[*]}" >&2
@@ -35,4 +37,18 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   GOBIN=$CNI_BIN go install "github.com/containernetworking/cni/cnitool@$CNI_VERSION"
   echo "$want" > "$stamp"
 fi
+# The control plane of the Kubernetes tests (integration/kubeapi). Rebuilt
+# when missing or when tools/kube pins another version than the one built.
+KUBE_BIN=${KUBE_BIN_DIR:-$PWD/.cache/kube}
+kube_version=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' tools/kube/go.mod)
+want="kubernetes=$kube_version"
+# No stamp: binaries built by hand before the stamp existed; taken as they are.
+have=$(cat "$KUBE_BIN/.versions" 2>/dev/null || echo "$want")
+if [ ! -x "$KUBE_BIN/kube-apiserver" ] || [ ! -x "$KUBE_BIN/kube-controller-manager" ] || [ "$have" != "$want" ]; then
+  echo "install-deps: building kube-apiserver and kube-controller-manager $kube_version into $KUBE_BIN (~16 min on 2 cores the first time)"
+  mkdir -p "$KUBE_BIN"
+  (cd tools/kube && go build -o "$KUBE_BIN/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
+  echo "$want" > "$KUBE_BIN/.versions"
+fi
+
 scripts/install-containerd.sh

@@ -1,0 +1,435 @@
+// Package kubeapi runs a real Kubernetes control plane for tests: etcd,
+// kube-apiserver and kube-controller-manager, with certificates made by the
+// test, the Node authorizer and the NodeRestriction admission plugin on, and
+// a node's own credential (system:node:<name>) to test with. There is no
+// kubelet and no scheduler: pods are created with spec.nodeName set and never
+// run, which is all the API needs to relate them to a node.
+//
+// Where it runs. By default every process listens on 127.0.0.1 of the test's
+// own network namespace (loopback only; no root needed), which suits a client
+// in the test process. With NetNS(path) the processes run inside that
+// namespace instead (nsenter --net=path), on its 127.0.0.1: that is where a
+// metabind responder started in a throwaway node netns looks for the API, as
+// on a node whose apiserver is local. The test process then reaches the API
+// through a dialer that makes its sockets in that namespace (AdminConfig,
+// AdminClient); a kubeconfig file names https://127.0.0.1:<port>, good for
+// processes in the namespace. Running in the namespace needs root; nothing
+// touches the host's own network namespace either way.
+//
+// Binaries: kube-apiserver and kube-controller-manager from $KUBE_BIN_DIR
+// (default <repo>/.cache/kube, built by scripts/install-deps.sh from
+// tools/kube) and etcd from PATH (Debian's etcd-server). When one is missing
+// the test is skipped, or fails under CI=true.
+package kubeapi
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// DefaultNodeName is the node whose credential NodeKubeconfig carries unless
+// NodeName says otherwise.
+const DefaultNodeName = "node-1"
+
+// startTimeout bounds each wait of Start (the apiserver ready, the default
+// ServiceAccount made); a control plane here is ready in a few seconds.
+const startTimeout = 90 * time.Second
+
+// Option changes how Start runs the control plane.
+type Option func(*options)
+
+type options struct {
+	netns string
+	node  string
+}
+
+// NetNS runs the control plane inside the network namespace at path.
+func NetNS(path string) Option { return func(o *options) { o.netns = path } }
+
+// NodeName names the node of NodeKubeconfig's credential.
+func NodeName(name string) Option { return func(o *options) { o.node = name } }
+
+// Cluster is a running control plane. Its helpers report failures with
+// t.Fatal: call them from the test's goroutine.
+type Cluster struct {
+	// AdminClient and AdminConfig act as system:masters.
+	AdminClient kubernetes.Interface
+	AdminConfig *rest.Config
+	// AdminKubeconfig and NodeKubeconfig are kubeconfig files with the
+	// certificates embedded; the node's is user system:node:<NodeName> in
+	// group system:nodes.
+	AdminKubeconfig string
+	NodeKubeconfig  string
+	NodeName        string
+	// Server is https://127.0.0.1:<port> (in NetNS when given).
+	Server string
+	// Issuer is the service-account issuer: the iss of its tokens, the
+	// apiserver's only API audience. JWKSURL is its /openid/v1/jwks.
+	Issuer  string
+	JWKSURL string
+	// NetNS is the namespace the control plane runs in ("" for the test's).
+	NetNS string
+	// StartupTime is how long Start took, from the first process started
+	// to the namespace "default" having its default ServiceAccount.
+	StartupTime time.Duration
+
+	t         testing.TB
+	dir       string
+	root      string
+	pki       *pki
+	spawn     *spawner
+	etcd      *proc
+	apiserver *proc
+	kcm       *proc
+	stopOnce  sync.Once
+}
+
+// Start runs etcd, kube-apiserver and kube-controller-manager with their data
+// in a new directory under dir, waits until the API serves and namespaces get
+// their default ServiceAccount, and stops everything and removes the data in
+// t.Cleanup.
+func Start(t testing.TB, dir string, opts ...Option) *Cluster {
+	t.Helper()
+	o := options{node: DefaultNodeName}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	binDir := os.Getenv("KUBE_BIN_DIR")
+	if binDir == "" {
+		binDir = filepath.Join(root, ".cache/kube")
+	}
+	bins := map[string]string{}
+	for _, b := range []string{"kube-apiserver", "kube-controller-manager"} {
+		p := filepath.Join(binDir, b)
+		if _, err := os.Stat(p); err != nil {
+			unavailable(t, fmt.Sprintf("needs %s in %s (KUBE_BIN_DIR): run scripts/install-deps.sh (make test does)", b, binDir))
+		}
+		bins[b] = p
+	}
+	if bins["etcd"], err = exec.LookPath("etcd"); err != nil {
+		unavailable(t, "needs etcd (Debian etcd-server): run scripts/install-deps.sh (make test does)")
+	}
+	if o.netns != "" {
+		if os.Geteuid() != 0 {
+			unavailable(t, "needs root to run the control plane in a network namespace")
+		}
+		if _, err := exec.LookPath("nsenter"); err != nil {
+			unavailable(t, "needs nsenter (util-linux)")
+		}
+	}
+
+	dir, err = os.MkdirTemp(dir, "kubeapi-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Cluster{t: t, dir: dir, root: root, NodeName: o.node, NetNS: o.netns, spawn: newSpawner()}
+	t.Cleanup(c.Stop)
+	if o.netns != "" {
+		if err := ns.WithNetNSPath(o.netns, func(ns.NetNS) error {
+			lo, err := netlink.LinkByName("lo")
+			if err != nil {
+				return err
+			}
+			return netlink.LinkSetUp(lo)
+		}); err != nil {
+			t.Fatalf("kubeapi: loopback up in %s: %v", o.netns, err)
+		}
+	}
+	ports, err := c.freePorts(3)
+	if err != nil {
+		t.Fatalf("kubeapi: free ports: %v", err)
+	}
+	etcdClient, etcdPeer, apiPort := ports[0], ports[1], ports[2]
+	c.Server = "https://127.0.0.1:" + strconv.Itoa(apiPort)
+	c.Issuer = c.Server
+	c.JWKSURL = c.Server + "/openid/v1/jwks"
+
+	if c.pki, err = newPKI(filepath.Join(dir, "pki"), o.node); err != nil {
+		t.Fatalf("kubeapi: certificates: %v", err)
+	}
+	c.AdminConfig = &rest.Config{
+		Host:            c.Server,
+		TLSClientConfig: rest.TLSClientConfig{CAData: c.pki.caPEM, CertData: c.pki.admin.cert, KeyData: c.pki.admin.key},
+		QPS:             100,
+		Burst:           200,
+		UserAgent:       "kubeapi-test-admin",
+	}
+	if o.netns != "" {
+		c.AdminConfig.Dial = dialIn(o.netns)
+	}
+	if c.AdminClient, err = kubernetes.NewForConfig(c.AdminConfig); err != nil {
+		t.Fatal(err)
+	}
+	c.AdminKubeconfig = filepath.Join(dir, "admin.kubeconfig")
+	c.NodeKubeconfig = filepath.Join(dir, "node.kubeconfig")
+	for path, kp := range map[string]keyPair{c.AdminKubeconfig: c.pki.admin, c.NodeKubeconfig: c.pki.node} {
+		if err := c.writeKubeconfig(path, kp); err != nil {
+			t.Fatalf("kubeapi: %v", err)
+		}
+	}
+
+	began := time.Now()
+	etcdURL := "http://127.0.0.1:" + strconv.Itoa(etcdClient)
+	peerURL := "http://127.0.0.1:" + strconv.Itoa(etcdPeer)
+	c.etcd = c.newProc("etcd", bins["etcd"],
+		"--name=kubeapi",
+		"--data-dir="+filepath.Join(dir, "etcd"),
+		"--listen-client-urls="+etcdURL,
+		"--advertise-client-urls="+etcdURL,
+		"--listen-peer-urls="+peerURL,
+		"--initial-advertise-peer-urls="+peerURL,
+		"--initial-cluster=kubeapi="+peerURL,
+		"--logger=zap", "--log-level=warn",
+	)
+	c.apiserver = c.newProc("kube-apiserver", bins["kube-apiserver"],
+		"--advertise-address=127.0.0.1",
+		"--bind-address=127.0.0.1",
+		"--secure-port="+strconv.Itoa(apiPort),
+		"--endpoint-reconciler-type=none",
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
+		"--service-account-issuer="+c.Issuer,
+		"--service-account-key-file="+c.pki.saPub,
+		"--service-account-signing-key-file="+c.pki.saKey,
+		"--api-audiences="+c.Issuer,
+		"--client-ca-file="+c.pki.caCert,
+		"--tls-cert-file="+c.pki.serverCert,
+		"--tls-private-key-file="+c.pki.serverKey,
+		"--etcd-servers="+etcdURL,
+		"--service-cluster-ip-range=10.96.0.0/24",
+		"--cert-dir="+filepath.Join(dir, "apiserver"),
+		"--profiling=false",
+	)
+	c.kcm = c.newProc("kube-controller-manager", bins["kube-controller-manager"],
+		"--kubeconfig="+c.AdminKubeconfig,
+		"--leader-elect=false",
+		"--secure-port=0",
+		"--use-service-account-credentials=false",
+		"--service-account-private-key-file="+c.pki.saKey,
+		"--root-ca-file="+c.pki.caCert,
+		// Only what the tests need: default ServiceAccounts, the CA
+		// ConfigMap, namespace deletion. Not the node lifecycle (no
+		// kubelet reports; it would taint the node and evict its pods).
+		"--controllers=serviceaccount-controller,root-ca-certificate-publisher-controller,namespace-controller",
+		"--profiling=false",
+	)
+	for _, p := range []*proc{c.etcd, c.apiserver} {
+		if err := p.start(c.spawn); err != nil {
+			t.Fatalf("kubeapi: %v", err)
+		}
+	}
+	if err := c.waitReady(); err != nil {
+		t.Fatalf("kubeapi: %v", err)
+	}
+	apiReady := time.Since(began)
+	if err := c.kcm.start(c.spawn); err != nil {
+		t.Fatalf("kubeapi: %v", err)
+	}
+	c.ensureNode(o.node)
+	if err := c.waitServiceAccount("default", "default"); err != nil {
+		t.Fatalf("kubeapi: %v\n%s log:\n%s", err, c.kcm.name, c.kcm.tail(40))
+	}
+	c.StartupTime = time.Since(began)
+	where := "127.0.0.1"
+	if o.netns != "" {
+		where += " in " + o.netns
+	}
+	t.Logf("kubeapi: control plane at %s (%s): API ready in %v, default ServiceAccount in %v",
+		c.Server, where, apiReady.Round(time.Millisecond), c.StartupTime.Round(time.Millisecond))
+	return c
+}
+
+// unavailable stops a test that cannot run here: a skip on a developer's
+// machine, a failure under CI (CI=true), where every test must run.
+func unavailable(t testing.TB, problem string) {
+	t.Helper()
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("cannot run under CI: %s", problem)
+	}
+	t.Skipf("skipped: %s", problem)
+}
+
+// Stop kills the control plane and removes its data. Start registers it with
+// t.Cleanup; calling it earlier is fine.
+func (c *Cluster) Stop() {
+	c.stopOnce.Do(func() {
+		for _, p := range []*proc{c.kcm, c.apiserver, c.etcd} {
+			if p != nil {
+				p.kill()
+			}
+		}
+		if c.t.Failed() {
+			for _, p := range []*proc{c.etcd, c.apiserver, c.kcm} {
+				if p != nil {
+					c.t.Logf("kubeapi: %s log (end):\n%s", p.name, p.tail(40))
+				}
+			}
+		}
+		c.spawn.close()
+		os.RemoveAll(c.dir)
+	})
+}
+
+// StopAPIServer kills kube-apiserver (etcd and the controller-manager stay):
+// an API outage. StartAPIServer brings it back on the same address.
+func (c *Cluster) StopAPIServer() {
+	c.t.Helper()
+	c.apiserver.kill()
+}
+
+// StartAPIServer starts kube-apiserver again after StopAPIServer and waits
+// until it serves.
+func (c *Cluster) StartAPIServer() {
+	c.t.Helper()
+	if c.apiserver.running() {
+		return
+	}
+	if err := c.apiserver.start(c.spawn); err != nil {
+		c.t.Fatalf("kubeapi: %v", err)
+	}
+	if err := c.waitReady(); err != nil {
+		c.t.Fatalf("kubeapi: %v", err)
+	}
+}
+
+func (c *Cluster) newProc(name string, argv ...string) *proc {
+	if c.NetNS != "" {
+		argv = append([]string{"nsenter", "--net=" + c.NetNS, "--"}, argv...)
+	}
+	return &proc{name: name, argv: argv, logPath: filepath.Join(c.dir, name+".log")}
+}
+
+// waitReady polls the apiserver's /readyz until it answers 200.
+func (c *Cluster) waitReady() error {
+	hc, err := rest.HTTPClientFor(c.AdminConfig)
+	if err != nil {
+		return err
+	}
+	hc.Timeout = 2 * time.Second
+	defer hc.CloseIdleConnections()
+	deadline := time.Now().Add(startTimeout)
+	last := "no answer"
+	for {
+		for _, p := range []*proc{c.etcd, c.apiserver} {
+			if !p.running() {
+				return fmt.Errorf("%s exited (%v); log:\n%s", p.name, p.waitErr, p.tail(40))
+			}
+		}
+		resp, err := hc.Get(c.Server + "/readyz")
+		if err == nil {
+			b := make([]byte, 512)
+			n, _ := resp.Body.Read(b)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%s: %s", resp.Status, b[:n])
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("kube-apiserver not ready within %v (%s); log:\n%s", startTimeout, last, c.apiserver.tail(40))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// freePorts finds n free TCP ports on 127.0.0.1 where the control plane
+// runs.
+func (c *Cluster) freePorts(n int) ([]int, error) {
+	var ports []int
+	find := func() error {
+		var lns []net.Listener
+		defer func() {
+			for _, ln := range lns {
+				ln.Close()
+			}
+		}()
+		for range n {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			lns = append(lns, ln)
+			ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		}
+		return nil
+	}
+	if c.NetNS == "" {
+		return ports, find()
+	}
+	return ports, ns.WithNetNSPath(c.NetNS, func(ns.NetNS) error { return find() })
+}
+
+// dialIn dials from inside the network namespace at path: the socket is
+// made there, the connection then used from anywhere.
+func dialIn(path string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var conn net.Conn
+		err := ns.WithNetNSPath(path, func(ns.NetNS) error {
+			var d net.Dialer
+			var err error
+			conn, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return conn, err
+	}
+}
+
+func (c *Cluster) writeKubeconfig(path string, kp keyPair) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["kubeapi"] = &clientcmdapi.Cluster{Server: c.Server, CertificateAuthorityData: c.pki.caPEM}
+	cfg.AuthInfos["user"] = &clientcmdapi.AuthInfo{ClientCertificateData: kp.cert, ClientKeyData: kp.key}
+	cfg.Contexts["kubeapi"] = &clientcmdapi.Context{Cluster: "kubeapi", AuthInfo: "user"}
+	cfg.CurrentContext = "kubeapi"
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		return fmt.Errorf("kubeconfig %s: %w", path, err)
+	}
+	return nil
+}
+
+// repoRoot is the directory of the main module's go.mod, above the working
+// directory (go test runs in the package's directory).
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if f, err := os.Open(filepath.Join(dir, "go.mod")); err == nil {
+			line, _ := bufio.NewReader(f).ReadString('\n')
+			f.Close()
+			if strings.TrimSpace(line) == "module github.com/metabind/metabind" {
+				return dir, nil
+			}
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("kubeapi: not inside the metabind module (no go.mod naming it above the working directory)")
+		}
+		dir = parent
+	}
+}
