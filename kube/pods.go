@@ -43,9 +43,12 @@ func newPodInformer(cs kubernetes.Interface, node string) cache.SharedIndexInfor
 	return inf
 }
 
-// Start runs the node's pod informer until ctx ends and returns once it has
-// listed the node's pods, or with ctx's error. Pod works before (every
-// request is then a GET) and while the API is away (from what was seen).
+// Start runs the node's pod informer for as long as ctx lives (ctx is its
+// life, not a deadline for the first list) and returns once it has listed
+// the node's pods, or with ctx's error when ctx ends first (the API
+// unreachable at start: run Start in a goroutine not to wait). Pod works
+// before (every request is then a GET) and while the API is away (from what
+// the informer saw). Start runs once.
 func (c *Client) Start(ctx context.Context) error {
 	if !c.started.CompareAndSwap(false, true) {
 		return fmt.Errorf("kubernetes: pod informer already started")
