@@ -39,24 +39,46 @@ func (c *Client) TokenRequest(ctx context.Context, pod *corev1.Pod, audience str
 		},
 	}}
 	op := fmt.Sprintf("token request for serviceaccount %s/%s (pod %s, audience %q)", pod.Namespace, ksa, pod.Name, audience)
-	rctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	out, err := c.cs.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(rctx, ksa, req, metav1.CreateOptions{})
-	if err == nil {
-		return out.Status.Token, out.Status.ExpirationTimestamp.Time, nil
+	// The API server checks the bound pod against its own caches, which
+	// learn of a new pod a moment after it is created: a pod we know is
+	// there can be "not found" to it for that moment. Asked again within
+	// lagWait; a pod really gone is not found to us too and ends it at once.
+	deadline := time.Now().Add(lagWait)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, c.timeout)
+		out, err := c.cs.CoreV1().ServiceAccounts(pod.Namespace).CreateToken(rctx, ksa, req, metav1.CreateOptions{})
+		cancel()
+		if err == nil {
+			return out.Status.Token, out.Status.ExpirationTimestamp.Time, nil
+		}
+		if !apierrors.IsNotFound(err) || !notFoundKind(err, "pod") {
+			return "", time.Time{}, c.tokenRequestError(ctx, op, pod, err)
+		}
+		if time.Now().After(deadline) || c.podGoneSince(ctx, pod) {
+			// NodeRestriction looked the bound pod up and it is gone.
+			return "", time.Time{}, fmt.Errorf("%s: %w", op, ErrPodNotFound)
+		}
+		select {
+		case <-ctx.Done():
+			return "", time.Time{}, fmt.Errorf("%w: %s: %w", ErrUnavailable, op, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	if apierrors.IsNotFound(err) && notFoundKind(err, "pod") {
-		// NodeRestriction looked the bound pod up and it is gone.
-		return "", time.Time{}, fmt.Errorf("%s: %w", op, ErrPodNotFound)
-	}
+}
+
+// lagWait bounds how long a pod the node knows may be unknown to the API
+// server's own caches.
+const lagWait = time.Second
+
+func (c *Client) tokenRequestError(ctx context.Context, op string, pod *corev1.Pod, err error) error {
 	err = classify(op, err, ErrServiceAccountNotFound)
 	if fe := (*ErrForbidden)(nil); errors.As(err, &fe) && c.podGoneSince(ctx, pod) {
 		// NodeRestriction refuses a token bound to a pod that was replaced
 		// (another UID) or is not related to the node any more: the binding
 		// is stale, not forbidden.
-		return "", time.Time{}, fmt.Errorf("%s: pod %s/%s (UID %s) is gone: %w", op, pod.Namespace, pod.Name, pod.UID, ErrPodNotFound)
+		return fmt.Errorf("%s: pod %s/%s (UID %s) is gone: %w", op, pod.Namespace, pod.Name, pod.UID, ErrPodNotFound)
 	}
-	return "", time.Time{}, err
+	return err
 }
 
 // podGoneSince tells whether pod, which the caller had, is known to be gone
