@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/metabind/metabind/responder/issuer"
 )
 
 // JWT header typ of each kind of token. Access tokens say at+jwt (RFC 9068
@@ -130,17 +132,17 @@ func (s Subject) Party() string {
 }
 
 // NewClaims returns the claims of a token for s with audience aud, issued
-// at now and valid for the issuer's lifetime. Callers add the claims
+// by iss at now and valid for its lifetime. Callers add the claims
 // particular to the kind of token.
-func (i *Issuer) NewClaims(s Subject, aud []string, now time.Time) *Claims {
+func NewClaims(iss *issuer.Issuer, s Subject, aud []string, now time.Time) *Claims {
 	now = now.Truncate(time.Second)
 	return &Claims{
-		Issuer:    i.url,
+		Issuer:    iss.URL(),
 		Subject:   ServiceAccountSubject(s.Namespace, s.ServiceAccount),
 		Audience:  aud,
 		IssuedAt:  jwt.NewNumericDate(now),
 		NotBefore: jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(i.lifetime)),
+		ExpiresAt: jwt.NewNumericDate(now.Add(iss.Lifetime())),
 		ID:        newTokenID(),
 		Email:     s.Email,
 		Kubernetes: KubernetesClaims{

@@ -14,36 +14,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path"
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/metabind/metabind/responder/issuer"
 )
 
 // DefaultScope is what an identity without scopes is granted.
 const DefaultScope = "https://www.googleapis.com/auth/cloud-platform"
 
-// Token lifetime bounds. GCP workload identity federation accepts up to
-// 48 h, but Go's metadata client assumes an ID token lives about 3300 s, so
-// nothing longer than an hour is useful.
-const (
-	DefaultTokenLifetime = time.Hour
-	MinTokenLifetime     = time.Minute
-	MaxTokenLifetime     = time.Hour
-)
-
 // Config is the responder's configuration file (YAML or JSON).
 type Config struct {
 	Project    ProjectConfig  `json:"project"`
 	Node       NodeConfig     `json:"node"`
-	Issuer     IssuerConfig   `json:"issuer"`
+	Issuer     issuer.Config  `json:"issuer"`
 	Limits     LimitsConfig   `json:"limits,omitempty"`
 	Identities []IdentityRule `json:"identities"`
 }
@@ -60,17 +51,6 @@ type NodeConfig struct {
 	// Name defaults to the host name.
 	Name string `json:"name,omitempty"`
 	Zone string `json:"zone"`
-}
-
-// IssuerConfig names the token issuer.
-type IssuerConfig struct {
-	// URL is the iss claim; the OIDC discovery document and JWKS are
-	// expected under it (the responder serves them too).
-	URL string `json:"url"`
-	// TokenLifetime is a Go duration between 1m and 1h; default 1h.
-	TokenLifetime string `json:"tokenLifetime,omitempty"`
-
-	Lifetime time.Duration `json:"-"` // parsed TokenLifetime
 }
 
 // Per-caller rate limit defaults and bounds. The defaults let an SDK
@@ -223,8 +203,8 @@ func (c *Config) complete() error {
 		return fmt.Errorf("node.zone: %q has characters a zone cannot hold", c.Node.Zone)
 	}
 
-	if err := c.Issuer.complete(); err != nil {
-		return err
+	if err := c.Issuer.Complete(); err != nil {
+		return fmt.Errorf("issuer.%w", err)
 	}
 	if err := c.Limits.complete(); err != nil {
 		return err
@@ -234,39 +214,6 @@ func (c *Config) complete() error {
 		if err := c.Identities[i].complete(); err != nil {
 			return fmt.Errorf("identities[%d].%w", i, err)
 		}
-	}
-	return nil
-}
-
-func (ic *IssuerConfig) complete() error {
-	if ic.URL == "" {
-		return errors.New("issuer.url is required")
-	}
-	u, err := url.Parse(ic.URL)
-	if err != nil {
-		return fmt.Errorf("issuer.url: %w", err)
-	}
-	switch {
-	case u.Scheme != "https" && u.Scheme != "http":
-		return fmt.Errorf("issuer.url: %q is not an absolute https or http URL", ic.URL)
-	case u.Host == "" || u.Opaque != "":
-		return fmt.Errorf("issuer.url: %q has no host", ic.URL)
-	case u.User != nil:
-		return fmt.Errorf("issuer.url: %q must not carry user information", ic.URL)
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(ic.URL, "#"):
-		return fmt.Errorf("issuer.url: %q must not have a query or fragment", ic.URL)
-	}
-
-	ic.Lifetime = DefaultTokenLifetime
-	if ic.TokenLifetime != "" {
-		d, err := time.ParseDuration(ic.TokenLifetime)
-		if err != nil {
-			return fmt.Errorf("issuer.tokenLifetime: %w", err)
-		}
-		ic.Lifetime = d
-	}
-	if ic.Lifetime < MinTokenLifetime || ic.Lifetime > MaxTokenLifetime {
-		return fmt.Errorf("issuer.tokenLifetime: %v is outside %v..%v", ic.Lifetime, MinTokenLifetime, MaxTokenLifetime)
 	}
 	return nil
 }

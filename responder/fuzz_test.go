@@ -19,6 +19,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/metabind/metabind/responder/issuer"
 )
 
 // fuzzCallers are the callers FuzzHandlerPath sends from: what each may
@@ -44,7 +46,7 @@ var fuzzCallers = []struct {
 // of the handler's own tables.
 func allowed(path, email string, tokens bool) bool {
 	switch path {
-	case "/", DiscoveryPath, JWKSPath, "/node-1" + DiscoveryPath, "/node-1" + JWKSPath:
+	case "/", issuer.DiscoveryPath, issuer.JWKSPath, "/node-1" + issuer.DiscoveryPath, "/node-1" + issuer.JWKSPath:
 		return true
 	}
 	if email == "" {
@@ -119,6 +121,7 @@ func FuzzHandlerPath(f *testing.F) {
 	}
 
 	h, iss := newTestHandler(f, nil)
+	pub := iss.JWKS().Keys[0].Key // the key the handler signs with
 	h.maxLongPoll = 0
 	h.limits = newCallerLimits(math.Inf(1), 1, 16) // nothing is rate limited here
 
@@ -170,7 +173,7 @@ func FuzzHandlerPath(f *testing.F) {
 				tok = resp.AccessToken
 			}
 			var c Claims
-			if _, err := jwt.ParseWithClaims(tok, &c, func(*jwt.Token) (any, error) { return &iss.keys.current.key.PublicKey, nil }); err != nil {
+			if _, err := jwt.ParseWithClaims(tok, &c, func(*jwt.Token) (any, error) { return pub, nil }); err != nil {
 				t.Fatalf("%q: token does not verify: %v", target, err)
 			}
 			if c.Email != caller.claim || c.Subject != ServiceAccountSubject("payments", caller.sa) ||
@@ -229,7 +232,7 @@ func FuzzParseConfig(f *testing.F) {
 		}
 
 		// A config that parses makes a handler that serves.
-		iss, err := NewIssuer(cfg.Issuer, key)
+		iss, err := issuer.New(cfg.Issuer, key)
 		if err != nil {
 			t.Fatalf("issuer: %v", err)
 		}
@@ -246,7 +249,7 @@ func FuzzParseConfig(f *testing.F) {
 func checkConfigInvariants(t *testing.T, cfg *Config) {
 	t.Helper()
 	fail := func(format string, args ...any) { t.Helper(); t.Fatalf("valid config: "+format, args...) }
-	if l := cfg.Issuer.Lifetime; l < MinTokenLifetime || l > MaxTokenLifetime {
+	if l := cfg.Issuer.Lifetime; l < issuer.MinTokenLifetime || l > issuer.MaxTokenLifetime {
 		fail("lifetime %v out of bounds", l)
 	}
 	if cfg.Limits.RequestsPerSecond == nil || cfg.Limits.Burst == nil {

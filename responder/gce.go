@@ -377,7 +377,7 @@ func (h *handler) token(w *statusWriter, r *http.Request, c *caller, v *view, ki
 		kind:        kind,
 		param:       param,
 	}
-	kid := h.iss.current().kid
+	kid := h.iss.KeyID()
 	t, minted, err := h.tokens.getOrMint(&key, now, kid, func() (*cachedToken, error) {
 		return h.mint(r, c, v, &key, now)
 	})
@@ -406,11 +406,11 @@ func (h *handler) mint(r *http.Request, c *caller, v *view, key *tokenKey, now t
 		// RFC 9068: iss, exp, aud, sub, client_id, iat and jti, and the
 		// scope granted.
 		typ = TypeAccessToken
-		claims = h.iss.NewClaims(sub, []string{h.iss.URL()}, now)
+		claims = NewClaims(h.iss, sub, []string{h.iss.URL()}, now)
 		claims.ClientID = sub.Party()
 		claims.Scope = key.param
 	} else {
-		claims = h.iss.NewClaims(sub, []string{key.param}, now)
+		claims = NewClaims(h.iss, sub, []string{key.param}, now)
 		claims.AuthorizedParty = sub.Party()
 		claims.EmailVerified = claims.Email != ""
 		if key.kind == idTokenFull {
@@ -423,7 +423,7 @@ func (h *handler) mint(r *http.Request, c *caller, v *view, key *tokenKey, now t
 			}}
 		}
 	}
-	tok, kid, err := h.iss.sign(claims, typ)
+	tok, kid, err := h.iss.Sign(claims, typ)
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/oauth2/google"
 
+	"github.com/metabind/metabind/responder/issuer"
 	"github.com/metabind/metabind/store"
 )
 
@@ -81,7 +82,7 @@ func testLookup() fakeLookup {
 	return f
 }
 
-func newTestHandler(t testing.TB, log *slog.Logger) (*handler, *Issuer) {
+func newTestHandler(t testing.TB, log *slog.Logger) (*handler, *issuer.Issuer) {
 	t.Helper()
 	cfg, err := ParseConfig([]byte(testConfig))
 	if err != nil {
@@ -96,7 +97,7 @@ func newTestHandler(t testing.TB, log *slog.Logger) (*handler, *Issuer) {
 func newHandlerFromConfig(t testing.TB, cfg *Config, log *slog.Logger) *handler {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	iss, err := NewIssuer(cfg.Issuer, key)
+	iss, err := issuer.New(cfg.Issuer, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +345,7 @@ func TestTokenEndpoints(t *testing.T) {
 	if resp.ExpiresIn <= 3500 || resp.ExpiresIn > 3600 || resp.TokenType != "Bearer" || rec.Header().Get("Cache-Control") != "no-store" {
 		t.Errorf("token response = %+v", resp)
 	}
-	c := verifyAccess(t, iss.jwksJSON(), resp.AccessToken, jwt.WithAudience(iss.URL()), jwt.WithIssuer(iss.URL()))
+	c := verifyAccess(t, iss.JWKSJSON(), resp.AccessToken, jwt.WithAudience(iss.URL()), jwt.WithIssuer(iss.URL()))
 	if c.Scope != "https://www.googleapis.com/auth/userinfo.email" || c.Email != apiEmail || c.Subject != "system:serviceaccount:payments:api" {
 		t.Errorf("access token claims = %+v", c)
 	}
@@ -354,7 +355,7 @@ func TestTokenEndpoints(t *testing.T) {
 
 	// Node sends the audience unencoded.
 	rec = do(t, h, "GET", sa+"/default/identity?audience=https://aud.example/x&format=full", apiIP, flavor)
-	c = verify(t, iss.jwksJSON(), rec.Body.String(), jwt.WithAudience("https://aud.example/x"))
+	c = verify(t, iss.JWKSJSON(), rec.Body.String(), jwt.WithAudience("https://aud.example/x"))
 	if c.AuthorizedParty != apiEmail || !c.EmailVerified || c.Scope != "" {
 		t.Errorf("ID token claims = %+v", c)
 	}
@@ -365,7 +366,7 @@ func TestTokenEndpoints(t *testing.T) {
 
 	// Without email: no email claim, azp is the subject, standard format.
 	rec = do(t, h, "GET", sa+"/default/identity?audience=aud", workerIP, flavor)
-	c = verify(t, iss.jwksJSON(), rec.Body.String(), jwt.WithAudience("aud"))
+	c = verify(t, iss.JWKSJSON(), rec.Body.String(), jwt.WithAudience("aud"))
 	if c.Email != "" || c.AuthorizedParty != "system:serviceaccount:payments:worker" || c.Google != nil {
 		t.Errorf("ID token claims = %+v", c)
 	}
@@ -466,7 +467,7 @@ func TestGoClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verify(t, iss.jwksJSON(), idTok, jwt.WithAudience("https://aud.example"))
+	verify(t, iss.JWKSJSON(), idTok, jwt.WithAudience("https://aud.example"))
 
 	tok, err := google.ComputeTokenSource("", DefaultScope).Token()
 	if err != nil {
@@ -475,5 +476,12 @@ func TestGoClient(t *testing.T) {
 	if tok.TokenType != "Bearer" || time.Until(tok.Expiry) < 50*time.Minute {
 		t.Errorf("token type %q expiry %v", tok.TokenType, tok.Expiry)
 	}
-	verifyAccess(t, iss.jwksJSON(), tok.AccessToken, jwt.WithAudience(iss.URL()))
+	verifyAccess(t, iss.JWKSJSON(), tok.AccessToken, jwt.WithAudience(iss.URL()))
+}
+func TestIdentityRefusesTheIssuerAsAudience(t *testing.T) {
+	h, iss := newTestHandler(t, nil)
+	rec := do(t, h, "GET", "/computeMetadata/v1/instance/service-accounts/default/identity?audience="+iss.URL(), apiIP, flavor)
+	if rec.Code != 400 {
+		t.Fatalf("ID token with the access tokens' audience: %d %s", rec.Code, rec.Body)
+	}
 }

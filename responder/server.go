@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/metabind/metabind/responder/issuer"
 	"github.com/metabind/metabind/store"
 )
 
@@ -56,6 +57,10 @@ func NewServer(h http.Handler, log *slog.Logger) *http.Server {
 	}
 }
 
+// oidcCacheHeader is the Cache-Control value of the OIDC documents,
+// shared like the values in gce.go: never written to.
+var oidcCacheHeader = []string{"max-age=" + strconv.Itoa(int(issuer.OIDCMaxAge/time.Second))}
+
 // RequestLogMessage is the message of the one log line per request.
 const RequestLogMessage = "request"
 
@@ -68,7 +73,7 @@ var rootBodyBytes = []byte(rootBody)
 type handler struct {
 	cfg    *Config
 	lookup BindingLookup
-	iss    *Issuer
+	iss    *issuer.Issuer
 	log    *slog.Logger
 
 	site          *site
@@ -84,11 +89,11 @@ type handler struct {
 // NewHandler serves the GCE metadata API to the callers lookup knows, and
 // the issuer's OIDC documents to anyone. cfg must come from ParseConfig or
 // LoadConfig. A nil log discards.
-func NewHandler(cfg *Config, lookup BindingLookup, iss *Issuer, log *slog.Logger) http.Handler {
+func NewHandler(cfg *Config, lookup BindingLookup, iss *issuer.Issuer, log *slog.Logger) http.Handler {
 	return newHandler(cfg, lookup, iss, log)
 }
 
-func newHandler(cfg *Config, lookup BindingLookup, iss *Issuer, log *slog.Logger) *handler {
+func newHandler(cfg *Config, lookup BindingLookup, iss *issuer.Issuer, log *slog.Logger) *handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -113,12 +118,12 @@ func newHandler(cfg *Config, lookup BindingLookup, iss *Issuer, log *slog.Logger
 		now:           time.Now,
 		maxLongPoll:   MaxLongPoll,
 	}
-	discoveryBody := newBody(iss.discovery, jsonType)
+	discoveryBody := newBody(iss.DiscoveryJSON(), jsonType)
 	discovery := func() body { return discoveryBody }
-	jwks := iss.jwksBody // follows key rotations
-	for _, prefix := range []string{"", iss.pathPrefix()} {
-		h.oidc[prefix+DiscoveryPath] = discovery
-		h.oidc[prefix+JWKSPath] = jwks
+	jwks := func() body { return newBody(iss.JWKSJSON(), "application/jwk-set+json") } // follows key rotations
+	for _, prefix := range []string{"", iss.PathPrefix()} {
+		h.oidc[prefix+issuer.DiscoveryPath] = discovery
+		h.oidc[prefix+issuer.JWKSPath] = jwks
 	}
 	return h
 }

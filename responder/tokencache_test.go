@@ -14,6 +14,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/metabind/metabind/responder/issuer"
 	"github.com/metabind/metabind/store"
 )
 
@@ -43,7 +44,7 @@ func cacheTestHandler(t *testing.T) (*handler, *clock, *syncBuffer) {
 	buf := &syncBuffer{}
 	h, iss := newTestHandler(t, slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	clk := &clock{t: time.Date(2030, 1, 2, 3, 4, 5, 600_000_000, time.UTC)}
-	h.now, iss.now = clk.now, clk.now
+	h.now, iss.Now = clk.now, clk.now
 	h.limits = newCallerLimits(1e9, 1e9, DefaultMaxCallers)
 	return h, clk, buf
 }
@@ -282,10 +283,10 @@ func TestTokenCacheKeyRotation(t *testing.T) {
 	h.now = clk.now
 
 	before := accessTokenOf(t, h, cacheToken, apiIP).AccessToken
-	if _, err := RotateSigningKey(dir, clk.now()); err != nil {
+	if _, err := issuer.RotateSigningKey(dir, clk.now()); err != nil {
 		t.Fatal(err)
 	}
-	clk.add(keyCheckInterval) // the issuer looks at the key files once a second
+	clk.add(time.Second) // the issuer looks at the key files once a second
 	after := accessTokenOf(t, h, cacheToken, apiIP).AccessToken
 	if after == before {
 		t.Fatal("the token signed with the retired key was served after the rotation")

@@ -22,6 +22,7 @@ import (
 	"github.com/metabind/metabind/reconcile"
 	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/responder"
+	"github.com/metabind/metabind/responder/issuer"
 	"github.com/metabind/metabind/store"
 )
 
@@ -100,7 +101,7 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 	}
 	// The issuer follows `metabindctl keys rotate` by itself: it checks the
 	// key files at most once a second and rereads them when they change.
-	iss, keyCreated, err := responder.OpenIssuer(cfg.Issuer, stateDir, log)
+	iss, keyCreated, err := issuer.Open(cfg.Issuer, stateDir, log)
 	if err != nil {
 		return err
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/metabind/metabind/responder"
+	"github.com/metabind/metabind/responder/issuer"
 )
 
 // Targets of issue 5.
@@ -249,7 +250,7 @@ func mintInProcess(d time.Duration) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	iss, err := responder.NewIssuer(responder.IssuerConfig{URL: "https://metabind.bench/node", Lifetime: time.Hour}, key)
+	iss, err := issuer.New(issuer.Config{URL: "https://metabind.bench/node", Lifetime: time.Hour}, key)
 	if err != nil {
 		return 0, err
 	}
@@ -258,7 +259,7 @@ func mintInProcess(d time.Duration) (time.Duration, error) {
 	n := 0
 	start := time.Now()
 	for time.Since(start) < d {
-		if _, err := iss.Sign(iss.NewClaims(sub, []string{"x"}, time.Now())); err != nil {
+		if _, _, err := iss.Sign(responder.NewClaims(iss, sub, []string{"x"}, time.Now()), responder.TypeIDToken); err != nil {
 			return 0, err
 		}
 		n++
