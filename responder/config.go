@@ -1,12 +1,15 @@
-// Package responder serves the GCE metadata API v1 to pods on one node.
+// Package responder is metabind-responder assembled: its configuration
+// file (config.go) and the handler made from it (responder.go), which
+// serves the GCE metadata API v1 to the pods of one node.
 //
 // The CNI plugin records which pod owns which IP in the binding store and
 // DNATs the pod's traffic for 169.254.169.254:80 to the responder. The
 // responder identifies a caller only by the TCP peer address of its
-// connection, looks the address up in the store, matches the binding
-// against the identity rules of its configuration and answers with tokens
-// it signs itself (see issuer.go), so relying parties verify them against
-// the issuer's OIDC discovery document and JWKS.
+// connection, looks the address up in the store (server), matches the
+// binding against the identity rules of its configuration (subject),
+// answers as GCE's metadata server does (flavour/gce), with tokens it signs
+// itself (credentials, issuer), so relying parties verify them against the
+// issuer's OIDC discovery document and JWKS.
 package responder
 
 import (
@@ -25,10 +28,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/metabind/metabind/responder/issuer"
+	"github.com/metabind/metabind/responder/subject"
 )
-
-// DefaultScope is what an identity without scopes is granted.
-const DefaultScope = "https://www.googleapis.com/auth/cloud-platform"
 
 // Config is the responder's configuration file (YAML or JSON).
 type Config struct {
@@ -36,7 +37,7 @@ type Config struct {
 	Node       NodeConfig     `json:"node"`
 	Issuer     issuer.Config  `json:"issuer"`
 	Limits     LimitsConfig   `json:"limits,omitempty"`
-	Identities []IdentityRule `json:"identities"`
+	Identities []subject.Rule `json:"identities"`
 }
 
 // ProjectConfig is what project/* answers.
@@ -76,20 +77,6 @@ const (
 type LimitsConfig struct {
 	RequestsPerSecond *float64 `json:"requestsPerSecond,omitempty"`
 	Burst             *int     `json:"burst,omitempty"`
-}
-
-// IdentityRule grants an identity to the pods it matches. Rules are tried
-// in order and the first match wins; a pod no rule matches gets none.
-type IdentityRule struct {
-	Namespace string `json:"namespace"`
-	// Pod is a path.Match glob on the pod name; empty matches any pod.
-	Pod            string `json:"pod,omitempty"`
-	ServiceAccount string `json:"serviceAccount"`
-	// Email is the account email served and put in the tokens' email
-	// claim. When empty, <project.id>.svc.id.goog is served (the GKE
-	// workload identity convention) and tokens carry no email claim.
-	Email  string   `json:"email,omitempty"`
-	Scopes []string `json:"scopes,omitempty"`
 }
 
 // Digits is a decimal number kept as its digits; it unmarshals from a JSON
@@ -211,7 +198,7 @@ func (c *Config) complete() error {
 	}
 
 	for i := range c.Identities {
-		if err := c.Identities[i].complete(); err != nil {
+		if err := completeRule(&c.Identities[i]); err != nil {
 			return fmt.Errorf("identities[%d].%w", i, err)
 		}
 	}
@@ -236,9 +223,10 @@ func (l *LimitsConfig) complete() error {
 	return nil
 }
 
-// complete's errors start with the field name: the caller prefixes
+// completeRule checks an identity rule and fills in its default scopes.
+// Its errors start with the field name: the caller prefixes
 // "identities[i].".
-func (r *IdentityRule) complete() error {
+func completeRule(r *subject.Rule) error {
 	if r.Namespace == "" {
 		return errors.New("namespace is required")
 	}
@@ -260,7 +248,7 @@ func (r *IdentityRule) complete() error {
 		return fmt.Errorf("email: %q is not an email address", r.Email)
 	}
 	if len(r.Scopes) == 0 {
-		r.Scopes = []string{DefaultScope}
+		r.Scopes = []string{subject.DefaultScope}
 	}
 	for j, s := range r.Scopes {
 		if s == "" || !printable(s) || strings.ContainsAny(s, " ,") {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,8 +14,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/metabind/metabind/responder"
+	"github.com/metabind/metabind/responder/credentials"
 	"github.com/metabind/metabind/responder/issuer"
+	"github.com/metabind/metabind/responder/subject"
 )
 
 // Targets of issue 5.
@@ -254,12 +256,13 @@ func mintInProcess(d time.Duration) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	sub := responder.Subject{Namespace: "bench", Pod: "load-0", PodUID: "uid-load-0000", ServiceAccount: "bench", Node: "bench-node",
-		Email: "bench@bench-project.iam.gserviceaccount.com"}
+	src := credentials.NewOwnIssuer(iss, "bench-node", credentials.ComputeEngineClaims{})
+	sub := subject.Subject{Namespace: "bench", Pod: "load-0", PodUID: "uid-load-0000", ServiceAccount: "bench",
+		Email: "bench@bench-project.iam.gserviceaccount.com", EmailClaim: "bench@bench-project.iam.gserviceaccount.com"}
 	n := 0
 	start := time.Now()
 	for time.Since(start) < d {
-		if _, _, err := iss.Sign(responder.NewClaims(iss, sub, []string{"x"}, time.Now()), responder.TypeIDToken); err != nil {
+		if _, err := src.IDToken(context.Background(), sub, "x", credentials.FormatStandard, false); err != nil {
 			return 0, err
 		}
 		n++

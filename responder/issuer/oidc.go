@@ -12,10 +12,13 @@ import (
 )
 
 // JWKSPath and DiscoveryPath are where, under the issuer URL, relying
-// parties find the public keys and the OIDC discovery document.
+// parties find the public keys and the OIDC discovery document, and the
+// content types they are served as.
 const (
-	JWKSPath      = "/openid/v1/jwks"
-	DiscoveryPath = "/.well-known/openid-configuration"
+	JWKSPath             = "/openid/v1/jwks"
+	DiscoveryPath        = "/.well-known/openid-configuration"
+	JWKSContentType      = "application/jwk-set+json"
+	DiscoveryContentType = "application/json"
 )
 
 // OIDCMaxAge is how long a relying party may cache the discovery document
