@@ -57,10 +57,11 @@ func ResponseHeader() http.Header { return http.Header{"Metadata-Flavor": {"Goog
 // Metadata-Flavor header, Python's ping with it.
 const rootBody = "computeMetadata/\n"
 
-// ProbePath is where GCE clients probe for a metadata server, and Probe
-// what they get there: public, before any caller lookup.
+// ProbePath is where GCE clients probe for a metadata server.
 const ProbePath = "/"
 
+// Probe is what they get there: a public document, served before any
+// caller lookup.
 func Probe() server.Document {
 	return server.Document{Body: []byte(rootBody), ContentType: textType}
 }
