@@ -4,11 +4,15 @@ BIN     := $(CURDIR)/bin
 CNI_BIN := $(CURDIR)/.cache/cni/bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build deps test gotest fuzz demo bench clean
+.PHONY: build testhooks deps test gotest fuzz demo bench clean
 
 ## build: the three binaries into bin/
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ ./cmd/...
+
+## testhooks: bin/test/metabind, the plugin with the crash tests' hook (never ship it)
+testhooks:
+	$(GO) build -tags metabind_testhooks -o $(BIN)/test/metabind ./cmd/metabind
 
 ## deps: iptables/iproute2 (apt) and the pinned reference CNI plugins
 deps:
@@ -17,8 +21,8 @@ deps:
 ## test: unit, integration and attack tests (root), then every fuzz target briefly
 test: gotest fuzz
 
-gotest: deps build
-	METABIND_BIN_DIR=$(BIN) CNI_PLUGINS_DIR=$(CNI_BIN) $(GO) test -count=1 -timeout 30m ./...
+gotest: deps build testhooks
+	METABIND_BIN_DIR=$(BIN) METABIND_TESTHOOK_BIN_DIR=$(BIN)/test CNI_PLUGINS_DIR=$(CNI_BIN) $(GO) test -count=1 -timeout 30m ./...
 
 ## fuzz: every fuzz target for FUZZTIME (default 10s) each
 fuzz:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,7 +15,6 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 
-	"github.com/metabind/metabind/plugin"
 	"github.com/metabind/metabind/store"
 )
 
@@ -49,9 +47,7 @@ func TestIPTakeoverRemovesTheOldHoldersRulesFirst(t *testing.T) {
 			args := "IgnoreUnknown=1;K8S_POD_NAMESPACE=payments;K8S_POD_NAME=api-new;K8S_POD_UID=" + uidB
 			cid := randomID()
 
-			t.Setenv(plugin.CrashEnv, step)
-			err := n.metabindOnly("ADD", cid, b, args, prev)
-			os.Unsetenv(plugin.CrashEnv)
+			err := n.metabindCrashingAt(t, step, "ADD", cid, b, args, prev)
 			if err == nil || !strings.Contains(err.Error(), "killed") {
 				t.Fatalf("ADD with the crash hook at %s = %v, want it killed", step, err)
 			}

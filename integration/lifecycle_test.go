@@ -114,9 +114,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 				}
 			}
 			verb := strings.ToUpper(strings.SplitN(step, ":", 2)[0])
-			t.Setenv(plugin.CrashEnv, step)
-			err := n.metabindOnly(verb, cid, p, args, prev)
-			os.Unsetenv(plugin.CrashEnv)
+			err := n.metabindCrashingAt(t, step, verb, cid, p, args, prev)
 			if err == nil || !strings.Contains(err.Error(), "killed") {
 				t.Fatalf("%s: the plugin was not killed at the checkpoint: %v", step, err)
 			}

@@ -14,10 +14,11 @@ import (
 )
 
 var (
-	binDir        string // metabind, metabind-responder, metabindctl
-	podClient     string // integration/podclient: the real Go metadata clients
-	cniPluginsDir string // ptp, bridge, host-local, ... (scripts/install-deps.sh)
-	setupProblem  string // why the tests cannot run here, if they cannot
+	binDir         string // metabind, metabind-responder, metabindctl
+	testhookBinDir string // metabind built with -tags metabind_testhooks: it dies at plugin.CrashEnv's checkpoint
+	podClient      string // integration/podclient: the real Go metadata clients
+	cniPluginsDir  string // ptp, bridge, host-local, ... (scripts/install-deps.sh)
+	setupProblem   string // why the tests cannot run here, if they cannot
 )
 
 func TestMain(m *testing.M) {
@@ -50,16 +51,24 @@ func prepare(root string) (problem string, cleanup func()) {
 		return err.Error(), cleanup
 	}
 	cleanup = func() { os.RemoveAll(dir) }
-	// make test hands over the binaries it built; alone, build them here.
+	// make test hands over the binaries it built (the test-hook plugin in
+	// METABIND_TESTHOOK_BIN_DIR); alone, build them here.
 	pkgs := []string{"./integration/podclient"}
 	if binDir = os.Getenv("METABIND_BIN_DIR"); binDir == "" {
 		binDir = dir
 		pkgs = append(pkgs, "./cmd/...")
 	}
-	build := exec.Command("go", append([]string{"build", "-o", dir + "/"}, pkgs...)...)
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Sprintf("go build %v: %v\n%s", pkgs, err, out), cleanup
+	builds := [][]string{append([]string{"build", "-o", dir + "/"}, pkgs...)}
+	if testhookBinDir = os.Getenv("METABIND_TESTHOOK_BIN_DIR"); testhookBinDir == "" {
+		testhookBinDir = filepath.Join(dir, "test")
+		builds = append(builds, []string{"build", "-tags", "metabind_testhooks", "-o", testhookBinDir + "/metabind", "./cmd/metabind"})
+	}
+	for _, args := range builds {
+		build := exec.Command("go", args...)
+		build.Dir = root
+		if out, err := build.CombinedOutput(); err != nil {
+			return fmt.Sprintf("go %v: %v\n%s", args, err, out), cleanup
+		}
 	}
 	podClient = filepath.Join(dir, "podclient")
 	return "", cleanup

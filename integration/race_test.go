@@ -14,6 +14,8 @@ import (
 
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/metabind/metabind/plugin"
 )
 
 // Attack: IP reuse. The IP of pod A is handed to pod B (DEL A, ADD B) over
@@ -144,23 +146,36 @@ func (n *node) metabindOnly(command, containerID string, p *pod, cniArgs string,
 	return n.invokeMetabind(command, containerID, p.ns.Path(), cniArgs, fmt.Sprintf(`"prevResult": %s`, prevResult))
 }
 
+// metabindCrashingAt is metabindOnly with the test-hook plugin
+// (testhookBinDir), which kills itself at the checkpoint step.
+func (n *node) metabindCrashingAt(t *testing.T, step, command, containerID string, p *pod, cniArgs string, prevResult []byte) error {
+	t.Setenv(plugin.CrashEnv, step)
+	defer os.Unsetenv(plugin.CrashEnv)
+	return n.invokePlugin(testhookBinDir, command, containerID, p.ns.Path(), cniArgs, fmt.Sprintf(`"prevResult": %s`, prevResult))
+}
+
 // invokeMetabind runs the metabind binary on the node with the test's
 // netconf (metabind's entry alone, under the node's network name) plus
 // extra (JSON members).
 func (n *node) invokeMetabind(command, containerID, netns, cniArgs, extra string) error {
+	return n.invokePlugin(binDir, command, containerID, netns, cniArgs, extra)
+}
+
+// invokePlugin is invokeMetabind with the metabind binary of dir.
+func (n *node) invokePlugin(dir, command, containerID, netns, cniArgs, extra string) error {
 	// The node's network name: GC collects only its own network's bindings.
 	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": %q, "type": "metabind", "stateDir": %q, "logFile": %q`, n.list.Name, n.stateDir, n.logFile)
 	if extra != "" {
 		conf += ", " + extra
 	}
 	conf += "}"
-	args := &invoke.Args{Command: command, ContainerID: containerID, NetNS: netns, IfName: "eth0", PluginArgsStr: cniArgs, Path: binDir}
+	args := &invoke.Args{Command: command, ContainerID: containerID, NetNS: netns, IfName: "eth0", PluginArgsStr: cniArgs, Path: dir}
 	return n.ns.Do(func(ns.NetNS) error {
 		if command == "ADD" {
-			_, err := invoke.ExecPluginWithResult(context.Background(), binDir+"/metabind", []byte(conf), args, nil)
+			_, err := invoke.ExecPluginWithResult(context.Background(), dir+"/metabind", []byte(conf), args, nil)
 			return err
 		}
-		return invoke.ExecPluginWithoutResult(context.Background(), binDir+"/metabind", []byte(conf), args, nil)
+		return invoke.ExecPluginWithoutResult(context.Background(), dir+"/metabind", []byte(conf), args, nil)
 	})
 }
 

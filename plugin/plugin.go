@@ -4,9 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
-	"os"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -39,30 +37,10 @@ type Plugin struct {
 	Checkpoint func(step string)
 }
 
-// New returns the plugin as the metabind binary runs it.
+// New returns the plugin as the metabind binary runs it. Only a binary
+// built with -tags metabind_testhooks has a checkpoint (crash_testhook.go).
 func New() *Plugin {
-	return &Plugin{LockTimeout: 3 * time.Second, NewRedirect: redirect.New, Now: time.Now, Checkpoint: crashAt(os.Getenv(CrashEnv))}
-}
-
-// CrashEnv names the step at which the plugin kills itself with SIGKILL: a
-// test hook for proving crash consistency, inert when unset.
-const CrashEnv = "METABIND_TEST_CRASH_AT"
-
-// CrashSteps are the checkpoints of ADD and DEL, in order.
-// (A pod's rules go in and out in one iptables-restore run, which has no
-// step in between; the rule-by-rule fallback has "first-rule-piece".)
-var CrashSteps = []string{
-	"add:in-transaction", "add:committed", "add:rules-added",
-	"del:committed", "del:rules-removed",
-}
-
-func crashAt(step string) func(string) {
-	return func(at string) {
-		if step != "" && at == step {
-			syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // the signal is on its way
-		}
-	}
+	return &Plugin{LockTimeout: 3 * time.Second, NewRedirect: redirect.New, Now: time.Now, Checkpoint: testCheckpoint()}
 }
 
 // Funcs are the verbs for skel.PluginMainFuncs.

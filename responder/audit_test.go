@@ -87,7 +87,7 @@ func TestAuditLog(t *testing.T) {
 		if tok.kind == "access" {
 			check = verifyAccess
 		}
-		c := check(t, iss.jwksJSON(), tok.token, jwt.WithAudience(tok.aud))
+		c := check(t, iss.JWKSJSON(), tok.token, jwt.WithAudience(tok.aud))
 		want := auditLine{
 			Time: audits[i].Time, Msg: "token issued", Caller: tok.ip, Namespace: "payments", Pod: tok.pod, PodUID: tok.uid,
 			ServiceAccount: tok.sa, Email: tok.email, Kind: tok.kind, Audience: tok.aud, JTI: c.ID, Expiry: c.ExpiresAt.Time.UTC(), KID: iss.KeyID(),

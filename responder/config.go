@@ -1,12 +1,15 @@
-// Package responder serves the GCE metadata API v1 to pods on one node.
+// Package responder is metabind-responder assembled: its configuration
+// file (config.go) and the handler made from it (responder.go), which
+// serves the GCE metadata API v1 to the pods of one node.
 //
 // The CNI plugin records which pod owns which IP in the binding store and
 // DNATs the pod's traffic for 169.254.169.254:80 to the responder. The
 // responder identifies a caller only by the TCP peer address of its
-// connection, looks the address up in the store, matches the binding
-// against the identity rules of its configuration and answers with tokens
-// it signs itself (see issuer.go), so relying parties verify them against
-// the issuer's OIDC discovery document and JWKS.
+// connection, looks the address up in the store (server), matches the
+// binding against the identity rules of its configuration (subject),
+// answers as GCE's metadata server does (flavour/gce), with tokens it signs
+// itself (credentials, issuer), so relying parties verify them against the
+// issuer's OIDC discovery document and JWKS.
 package responder
 
 import (
@@ -14,38 +17,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path"
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"sigs.k8s.io/yaml"
-)
 
-// DefaultScope is what an identity without scopes is granted.
-const DefaultScope = "https://www.googleapis.com/auth/cloud-platform"
-
-// Token lifetime bounds. GCP workload identity federation accepts up to
-// 48 h, but Go's metadata client assumes an ID token lives about 3300 s, so
-// nothing longer than an hour is useful.
-const (
-	DefaultTokenLifetime = time.Hour
-	MinTokenLifetime     = time.Minute
-	MaxTokenLifetime     = time.Hour
+	"github.com/metabind/metabind/responder/issuer"
+	"github.com/metabind/metabind/responder/subject"
 )
 
 // Config is the responder's configuration file (YAML or JSON).
 type Config struct {
 	Project    ProjectConfig  `json:"project"`
 	Node       NodeConfig     `json:"node"`
-	Issuer     IssuerConfig   `json:"issuer"`
+	Issuer     issuer.Config  `json:"issuer"`
 	Limits     LimitsConfig   `json:"limits,omitempty"`
-	Identities []IdentityRule `json:"identities"`
+	Identities []subject.Rule `json:"identities"`
 }
 
 // ProjectConfig is what project/* answers.
@@ -60,17 +52,6 @@ type NodeConfig struct {
 	// Name defaults to the host name.
 	Name string `json:"name,omitempty"`
 	Zone string `json:"zone"`
-}
-
-// IssuerConfig names the token issuer.
-type IssuerConfig struct {
-	// URL is the iss claim; the OIDC discovery document and JWKS are
-	// expected under it (the responder serves them too).
-	URL string `json:"url"`
-	// TokenLifetime is a Go duration between 1m and 1h; default 1h.
-	TokenLifetime string `json:"tokenLifetime,omitempty"`
-
-	Lifetime time.Duration `json:"-"` // parsed TokenLifetime
 }
 
 // Per-caller rate limit defaults and bounds. The defaults let an SDK
@@ -96,20 +77,6 @@ const (
 type LimitsConfig struct {
 	RequestsPerSecond *float64 `json:"requestsPerSecond,omitempty"`
 	Burst             *int     `json:"burst,omitempty"`
-}
-
-// IdentityRule grants an identity to the pods it matches. Rules are tried
-// in order and the first match wins; a pod no rule matches gets none.
-type IdentityRule struct {
-	Namespace string `json:"namespace"`
-	// Pod is a path.Match glob on the pod name; empty matches any pod.
-	Pod            string `json:"pod,omitempty"`
-	ServiceAccount string `json:"serviceAccount"`
-	// Email is the account email served and put in the tokens' email
-	// claim. When empty, <project.id>.svc.id.goog is served (the GKE
-	// workload identity convention) and tokens carry no email claim.
-	Email  string   `json:"email,omitempty"`
-	Scopes []string `json:"scopes,omitempty"`
 }
 
 // Digits is a decimal number kept as its digits; it unmarshals from a JSON
@@ -223,50 +190,17 @@ func (c *Config) complete() error {
 		return fmt.Errorf("node.zone: %q has characters a zone cannot hold", c.Node.Zone)
 	}
 
-	if err := c.Issuer.complete(); err != nil {
-		return err
+	if err := c.Issuer.Complete(); err != nil {
+		return fmt.Errorf("issuer.%w", err)
 	}
 	if err := c.Limits.complete(); err != nil {
 		return err
 	}
 
 	for i := range c.Identities {
-		if err := c.Identities[i].complete(); err != nil {
+		if err := completeRule(&c.Identities[i]); err != nil {
 			return fmt.Errorf("identities[%d].%w", i, err)
 		}
-	}
-	return nil
-}
-
-func (ic *IssuerConfig) complete() error {
-	if ic.URL == "" {
-		return errors.New("issuer.url is required")
-	}
-	u, err := url.Parse(ic.URL)
-	if err != nil {
-		return fmt.Errorf("issuer.url: %w", err)
-	}
-	switch {
-	case u.Scheme != "https" && u.Scheme != "http":
-		return fmt.Errorf("issuer.url: %q is not an absolute https or http URL", ic.URL)
-	case u.Host == "" || u.Opaque != "":
-		return fmt.Errorf("issuer.url: %q has no host", ic.URL)
-	case u.User != nil:
-		return fmt.Errorf("issuer.url: %q must not carry user information", ic.URL)
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(ic.URL, "#"):
-		return fmt.Errorf("issuer.url: %q must not have a query or fragment", ic.URL)
-	}
-
-	ic.Lifetime = DefaultTokenLifetime
-	if ic.TokenLifetime != "" {
-		d, err := time.ParseDuration(ic.TokenLifetime)
-		if err != nil {
-			return fmt.Errorf("issuer.tokenLifetime: %w", err)
-		}
-		ic.Lifetime = d
-	}
-	if ic.Lifetime < MinTokenLifetime || ic.Lifetime > MaxTokenLifetime {
-		return fmt.Errorf("issuer.tokenLifetime: %v is outside %v..%v", ic.Lifetime, MinTokenLifetime, MaxTokenLifetime)
 	}
 	return nil
 }
@@ -289,9 +223,10 @@ func (l *LimitsConfig) complete() error {
 	return nil
 }
 
-// complete's errors start with the field name: the caller prefixes
+// completeRule checks an identity rule and fills in its default scopes.
+// Its errors start with the field name: the caller prefixes
 // "identities[i].".
-func (r *IdentityRule) complete() error {
+func completeRule(r *subject.Rule) error {
 	if r.Namespace == "" {
 		return errors.New("namespace is required")
 	}
@@ -313,7 +248,7 @@ func (r *IdentityRule) complete() error {
 		return fmt.Errorf("email: %q is not an email address", r.Email)
 	}
 	if len(r.Scopes) == 0 {
-		r.Scopes = []string{DefaultScope}
+		r.Scopes = []string{subject.DefaultScope}
 	}
 	for j, s := range r.Scopes {
 		if s == "" || !printable(s) || strings.ContainsAny(s, " ,") {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metabind/metabind/responder/subject"
 )
 
 const goodConfig = `
@@ -39,10 +41,10 @@ func TestParseConfig(t *testing.T) {
 	if len(cfg.Identities) != 2 {
 		t.Fatalf("identities = %+v", cfg.Identities)
 	}
-	if got := cfg.Identities[1].Scopes; len(got) != 1 || got[0] != DefaultScope {
+	if got := cfg.Identities[1].Scopes; len(got) != 1 || got[0] != subject.DefaultScope {
 		t.Errorf("default scopes = %v", got)
 	}
-	if got := cfg.AccountEmail(&cfg.Identities[1]); got != "demo-project.svc.id.goog" {
+	if got := cfg.Identities[1].AccountEmail(cfg.Project.ID); got != "demo-project.svc.id.goog" {
 		t.Errorf("default email = %q", got)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/json"
-	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -19,6 +18,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/metabind/metabind/responder/credentials"
+	"github.com/metabind/metabind/responder/issuer"
 )
 
 // fuzzCallers are the callers FuzzHandlerPath sends from: what each may
@@ -44,7 +46,7 @@ var fuzzCallers = []struct {
 // of the handler's own tables.
 func allowed(path, email string, tokens bool) bool {
 	switch path {
-	case "/", DiscoveryPath, JWKSPath, "/node-1" + DiscoveryPath, "/node-1" + JWKSPath:
+	case "/", issuer.DiscoveryPath, issuer.JWKSPath, "/node-1" + issuer.DiscoveryPath, "/node-1" + issuer.JWKSPath:
 		return true
 	}
 	if email == "" {
@@ -118,9 +120,9 @@ func FuzzHandlerPath(f *testing.F) {
 		f.Add(seed.path, seed.query, uint8(0), uint8(0))
 	}
 
-	h, iss := newTestHandler(f, nil)
-	h.maxLongPoll = 0
-	h.limits = newCallerLimits(math.Inf(1), 1, 16) // nothing is rate limited here
+	h, iss := newResponder(f, unlimited(testCfg(f)), testLookup(), nil) // nothing is rate limited here
+	pub := iss.JWKS().Keys[0].Key                                       // the key the handler signs with
+	h.gce.MaxLongPoll = 0
 
 	f.Fuzz(func(t *testing.T, path, query string, who, flags uint8) {
 		caller := fuzzCallers[int(who)%len(fuzzCallers)]
@@ -169,11 +171,11 @@ func FuzzHandlerPath(f *testing.F) {
 				}
 				tok = resp.AccessToken
 			}
-			var c Claims
-			if _, err := jwt.ParseWithClaims(tok, &c, func(*jwt.Token) (any, error) { return &iss.keys.current.key.PublicKey, nil }); err != nil {
+			var c credentials.Claims
+			if _, err := jwt.ParseWithClaims(tok, &c, func(*jwt.Token) (any, error) { return pub, nil }); err != nil {
 				t.Fatalf("%q: token does not verify: %v", target, err)
 			}
-			if c.Email != caller.claim || c.Subject != ServiceAccountSubject("payments", caller.sa) ||
+			if c.Email != caller.claim || c.Subject != credentials.ServiceAccountSubject("payments", caller.sa) ||
 				c.Kubernetes.Pod.Name != caller.pod || c.Kubernetes.Pod.UID != "uid-"+caller.pod {
 				t.Fatalf("%q from %s: token for email %q sub %q pod %+v", target, caller.ip, c.Email, c.Subject, c.Kubernetes.Pod)
 			}
@@ -229,11 +231,11 @@ func FuzzParseConfig(f *testing.F) {
 		}
 
 		// A config that parses makes a handler that serves.
-		iss, err := NewIssuer(cfg.Issuer, key)
+		iss, err := issuer.New(cfg.Issuer, key)
 		if err != nil {
 			t.Fatalf("issuer: %v", err)
 		}
-		h := newHandler(cfg, fakeLookup{}, iss, nil)
+		h := New(cfg, fakeLookup{}, iss, nil)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", "/openid/v1/jwks", nil))
 		if rec.Code != 200 {
@@ -246,7 +248,7 @@ func FuzzParseConfig(f *testing.F) {
 func checkConfigInvariants(t *testing.T, cfg *Config) {
 	t.Helper()
 	fail := func(format string, args ...any) { t.Helper(); t.Fatalf("valid config: "+format, args...) }
-	if l := cfg.Issuer.Lifetime; l < MinTokenLifetime || l > MaxTokenLifetime {
+	if l := cfg.Issuer.Lifetime; l < issuer.MinTokenLifetime || l > issuer.MaxTokenLifetime {
 		fail("lifetime %v out of bounds", l)
 	}
 	if cfg.Limits.RequestsPerSecond == nil || cfg.Limits.Burst == nil {
@@ -277,7 +279,7 @@ func checkConfigInvariants(t *testing.T, cfg *Config) {
 		if !servable(r.Namespace) || !servable(r.ServiceAccount) || (r.Email != "" && !servable(r.Email)) {
 			fail("identities[%d] has names that cannot be served: %+v", i, r)
 		}
-		if email := cfg.AccountEmail(&cfg.Identities[i]); strings.ContainsAny(email, "/\\?#% ") || email == "default" {
+		if email := cfg.Identities[i].AccountEmail(cfg.Project.ID); strings.ContainsAny(email, "/\\?#% ") || email == "default" {
 			fail("identities[%d]: account email %q would break its metadata paths", i, email)
 		}
 		for _, s := range r.Scopes {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -22,6 +23,11 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/oauth2/google"
 
+	"github.com/metabind/metabind/responder/credentials"
+	"github.com/metabind/metabind/responder/flavour/gce"
+	"github.com/metabind/metabind/responder/issuer"
+	"github.com/metabind/metabind/responder/server"
+	"github.com/metabind/metabind/responder/subject"
 	"github.com/metabind/metabind/store"
 )
 
@@ -81,28 +87,68 @@ func testLookup() fakeLookup {
 	return f
 }
 
-func newTestHandler(t testing.TB, log *slog.Logger) (*handler, *Issuer) {
+// testCfg is testConfig, parsed.
+func testCfg(t testing.TB) *Config {
 	t.Helper()
 	cfg, err := ParseConfig([]byte(testConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHandlerFromConfig(t, cfg, log)
-	return h, h.iss
+	return cfg
 }
 
-// newHandlerFromConfig is a handler for cfg over testLookup with a fresh
-// key.
-func newHandlerFromConfig(t testing.TB, cfg *Config, log *slog.Logger) *handler {
+// newTestHandler is the responder for testConfig over testLookup, with a
+// fresh key.
+func newTestHandler(t testing.TB, log *slog.Logger) (*Responder, *issuer.Issuer) {
+	t.Helper()
+	return newResponder(t, testCfg(t), testLookup(), log)
+}
+
+// newHandlerFromConfig is the responder for cfg over testLookup with a
+// fresh key.
+func newHandlerFromConfig(t testing.TB, cfg *Config, log *slog.Logger) *Responder {
+	t.Helper()
+	h, _ := newResponder(t, cfg, testLookup(), log)
+	return h
+}
+
+// newResponder is the responder for cfg over lookup, signing with a fresh
+// key; its long polls last 50 ms.
+func newResponder(t testing.TB, cfg *Config, lookup server.BindingLookup, log *slog.Logger) (*Responder, *issuer.Issuer) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	iss, err := NewIssuer(cfg.Issuer, key)
+	iss, err := issuer.New(cfg.Issuer, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newHandler(cfg, testLookup(), iss, log)
-	h.maxLongPoll = 50 * time.Millisecond
-	return h
+	h := New(cfg, lookup, iss, log)
+	h.gce.MaxLongPoll = 50 * time.Millisecond
+	return h, iss
+}
+
+// setClock sets the clock of every part but the issuer.
+func (r *Responder) setClock(now func() time.Time) {
+	r.server.Now, r.source.Now, r.tokens.Now, r.gce.Now = now, now, now, now
+}
+
+// unlimited lifts cfg's rate limit beyond any test's reach.
+func unlimited(cfg *Config) *Config {
+	perSecond := math.Inf(1)
+	cfg.Limits.RequestsPerSecond = &perSecond
+	return cfg
+}
+
+// What the GCE flavour answers with.
+const (
+	textType = "application/text"
+	jsonType = "application/json"
+)
+
+// tokenResponse is the body of .../token.
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	ExpiresIn   int64  `json:"expires_in"`
+	TokenType   string `json:"token_type"`
 }
 
 // do sends one request from ip (port 4321). target is written raw on the
@@ -139,7 +185,7 @@ func TestHandler(t *testing.T) {
 	h, _ := newTestHandler(t, nil)
 	const v1 = "/computeMetadata/v1"
 	const sa = v1 + "/instance/service-accounts"
-	instanceID := strconv.FormatUint(InstanceID("node-1"), 10)
+	instanceID := strconv.FormatUint(gce.InstanceID("node-1"), 10)
 	for _, tc := range []struct {
 		name     string
 		method   string // default GET
@@ -212,12 +258,12 @@ func TestHandler(t *testing.T) {
 		{name: "email", target: sa + "/default/email", status: 200, ctype: textType, body: apiEmail},
 		{name: "email by email", target: sa + "/" + apiEmail + "/email", status: 200, body: apiEmail},
 		{name: "aliases", target: sa + "/default/aliases", status: 200, body: "default"},
-		{name: "scopes", target: sa + "/default/scopes", status: 200, body: DefaultScope},
+		{name: "scopes", target: sa + "/default/scopes", status: 200, body: subject.DefaultScope},
 		{name: "unknown params", target: v1 + "/project/project-id?transport=mtls&binding-enforcement=on&x=y", status: 200, body: "demo-project"},
 
 		// Recursive.
 		{name: "account recursive", target: sa + "/default/?recursive=true", status: 200, ctype: jsonType,
-			body: `{"aliases":["default"],"email":"` + apiEmail + `","scopes":["` + DefaultScope + `"]}`},
+			body: `{"aliases":["default"],"email":"` + apiEmail + `","scopes":["` + subject.DefaultScope + `"]}`},
 		{name: "account recursive alt=text", target: sa + "/default/?recursive=true&alt=text", status: 200, ctype: jsonType},
 		{name: "project recursive", target: v1 + "/project/?recursive=true&alt=json", status: 200, ctype: jsonType,
 			body: `{"numericProjectId":123456789012,"projectId":"demo-project"}`},
@@ -310,13 +356,13 @@ func TestRecursiveRoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	in, pr := tree.Instance, tree.Project
-	if in.Name != "node-1" || in.ID.String() != strconv.FormatUint(InstanceID("node-1"), 10) || in.Zone != "projects/123456789012/zones/us-central1-a" || in.Hostname == "" {
+	if in.Name != "node-1" || in.ID.String() != strconv.FormatUint(gce.InstanceID("node-1"), 10) || in.Zone != "projects/123456789012/zones/us-central1-a" || in.Hostname == "" {
 		t.Errorf("instance = %+v", in)
 	}
 	if pr.ProjectID != "demo-project" || pr.NumericProjectID != "123456789012" {
 		t.Errorf("project = %+v", pr)
 	}
-	want := `{"aliases":["default"],"email":"` + apiEmail + `","scopes":["` + DefaultScope + `"]}`
+	want := `{"aliases":["default"],"email":"` + apiEmail + `","scopes":["` + subject.DefaultScope + `"]}`
 	if len(in.ServiceAccounts) != 2 || string(in.ServiceAccounts["default"]) != want || string(in.ServiceAccounts[apiEmail]) != want {
 		t.Errorf("serviceAccounts = %s", in.ServiceAccounts)
 	}
@@ -344,28 +390,28 @@ func TestTokenEndpoints(t *testing.T) {
 	if resp.ExpiresIn <= 3500 || resp.ExpiresIn > 3600 || resp.TokenType != "Bearer" || rec.Header().Get("Cache-Control") != "no-store" {
 		t.Errorf("token response = %+v", resp)
 	}
-	c := verifyAccess(t, iss.jwksJSON(), resp.AccessToken, jwt.WithAudience(iss.URL()), jwt.WithIssuer(iss.URL()))
+	c := verifyAccess(t, iss.JWKSJSON(), resp.AccessToken, jwt.WithAudience(iss.URL()), jwt.WithIssuer(iss.URL()))
 	if c.Scope != "https://www.googleapis.com/auth/userinfo.email" || c.Email != apiEmail || c.Subject != "system:serviceaccount:payments:api" {
 		t.Errorf("access token claims = %+v", c)
 	}
-	if c.Kubernetes.Pod != (ObjectRef{"api-1", "uid-api-1"}) || c.Kubernetes.Node.Name != "node-1" {
+	if c.Kubernetes.Pod != (credentials.ObjectRef{Name: "api-1", UID: "uid-api-1"}) || c.Kubernetes.Node.Name != "node-1" {
 		t.Errorf("kubernetes.io = %+v", c.Kubernetes)
 	}
 
 	// Node sends the audience unencoded.
 	rec = do(t, h, "GET", sa+"/default/identity?audience=https://aud.example/x&format=full", apiIP, flavor)
-	c = verify(t, iss.jwksJSON(), rec.Body.String(), jwt.WithAudience("https://aud.example/x"))
+	c = verify(t, iss.JWKSJSON(), rec.Body.String(), jwt.WithAudience("https://aud.example/x"))
 	if c.AuthorizedParty != apiEmail || !c.EmailVerified || c.Scope != "" {
 		t.Errorf("ID token claims = %+v", c)
 	}
-	want := ComputeEngineClaims{ProjectID: "demo-project", ProjectNumber: 123456789012, Zone: "us-central1-a", InstanceID: strconv.FormatUint(InstanceID("node-1"), 10), InstanceName: "node-1"}
+	want := credentials.ComputeEngineClaims{ProjectID: "demo-project", ProjectNumber: 123456789012, Zone: "us-central1-a", InstanceID: strconv.FormatUint(gce.InstanceID("node-1"), 10), InstanceName: "node-1"}
 	if c.Google == nil || c.Google.ComputeEngine != want {
 		t.Errorf("google claim = %+v", c.Google)
 	}
 
 	// Without email: no email claim, azp is the subject, standard format.
 	rec = do(t, h, "GET", sa+"/default/identity?audience=aud", workerIP, flavor)
-	c = verify(t, iss.jwksJSON(), rec.Body.String(), jwt.WithAudience("aud"))
+	c = verify(t, iss.JWKSJSON(), rec.Body.String(), jwt.WithAudience("aud"))
 	if c.Email != "" || c.AuthorizedParty != "system:serviceaccount:payments:worker" || c.Google != nil {
 		t.Errorf("ID token claims = %+v", c)
 	}
@@ -380,12 +426,12 @@ func TestLongPoll(t *testing.T) {
 	}
 	start := time.Now()
 	rec := do(t, h, "GET", p+"?wait_for_change=true&last_etag="+etag, apiIP, flavor)
-	if waited := time.Since(start); rec.Code != 200 || waited < h.maxLongPoll {
-		t.Errorf("status %d after %v, want 200 after at least %v", rec.Code, waited, h.maxLongPoll)
+	if waited := time.Since(start); rec.Code != 200 || waited < h.gce.MaxLongPoll {
+		t.Errorf("status %d after %v, want 200 after at least %v", rec.Code, waited, h.gce.MaxLongPoll)
 	}
 	start = time.Now()
 	rec = do(t, h, "GET", p+"?wait_for_change=true&last_etag=other", apiIP, flavor)
-	if rec.Code != 200 || time.Since(start) >= h.maxLongPoll {
+	if rec.Code != 200 || time.Since(start) >= h.gce.MaxLongPoll {
 		t.Errorf("stale etag: status %d after %v, want an immediate answer", rec.Code, time.Since(start))
 	}
 	if rec := do(t, h, "GET", p+"?wait_for_change=true&timeout_sec=x", apiIP, flavor); rec.Code != 400 {
@@ -456,7 +502,7 @@ func TestGoClient(t *testing.T) {
 	if z, _ := c.ZoneWithContext(ctx); z != "us-central1-a" {
 		t.Errorf("zone = %q", z)
 	}
-	if s, err := c.ScopesWithContext(ctx, "default"); err != nil || len(s) != 1 || s[0] != DefaultScope {
+	if s, err := c.ScopesWithContext(ctx, "default"); err != nil || len(s) != 1 || s[0] != subject.DefaultScope {
 		t.Errorf("scopes = %q, %v", s, err)
 	}
 	if _, err := c.EmailWithContext(ctx, "someone@else.example"); !errors.As(err, new(metadata.NotDefinedError)) {
@@ -466,14 +512,21 @@ func TestGoClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	verify(t, iss.jwksJSON(), idTok, jwt.WithAudience("https://aud.example"))
+	verify(t, iss.JWKSJSON(), idTok, jwt.WithAudience("https://aud.example"))
 
-	tok, err := google.ComputeTokenSource("", DefaultScope).Token()
+	tok, err := google.ComputeTokenSource("", subject.DefaultScope).Token()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if tok.TokenType != "Bearer" || time.Until(tok.Expiry) < 50*time.Minute {
 		t.Errorf("token type %q expiry %v", tok.TokenType, tok.Expiry)
 	}
-	verifyAccess(t, iss.jwksJSON(), tok.AccessToken, jwt.WithAudience(iss.URL()))
+	verifyAccess(t, iss.JWKSJSON(), tok.AccessToken, jwt.WithAudience(iss.URL()))
+}
+func TestIdentityRefusesTheIssuerAsAudience(t *testing.T) {
+	h, iss := newTestHandler(t, nil)
+	rec := do(t, h, "GET", "/computeMetadata/v1/instance/service-accounts/default/identity?audience="+iss.URL(), apiIP, flavor)
+	if rec.Code != 400 {
+		t.Fatalf("ID token with the access tokens' audience: %d %s", rec.Code, rec.Body)
+	}
 }

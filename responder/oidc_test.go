@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/metabind/metabind/responder/issuer"
 )
 
 // TestOIDCDocumentsCacheControl: the discovery document and the JWKS say
@@ -13,7 +15,7 @@ import (
 // publication window already allows for (see OIDCMaxAge).
 func TestOIDCDocumentsCacheControl(t *testing.T) {
 	h, _ := newTestHandler(t, nil)
-	for _, p := range []string{DiscoveryPath, JWKSPath, "/node-1" + DiscoveryPath, "/node-1" + JWKSPath} {
+	for _, p := range []string{issuer.DiscoveryPath, issuer.JWKSPath, "/node-1" + issuer.DiscoveryPath, "/node-1" + issuer.JWKSPath} {
 		for _, method := range []string{"GET", "HEAD"} {
 			rec := do(t, h, method, p, unboundIP, nil)
 			if rec.Code != 200 {
@@ -26,13 +28,13 @@ func TestOIDCDocumentsCacheControl(t *testing.T) {
 				continue
 			}
 			maxAge := time.Duration(n) * time.Second
-			if maxAge != OIDCMaxAge {
-				t.Errorf("%s %s: max-age %v, want OIDCMaxAge (%v)", method, p, maxAge, OIDCMaxAge)
+			if maxAge != issuer.OIDCMaxAge {
+				t.Errorf("%s %s: max-age %v, want OIDCMaxAge (%v)", method, p, maxAge, issuer.OIDCMaxAge)
 			}
-			if maxAge >= RetiredKeyPublication {
-				t.Errorf("%s %s: max-age %v is not shorter than a retired key's publication (%v)", method, p, maxAge, RetiredKeyPublication)
+			if maxAge >= issuer.RetiredKeyPublication {
+				t.Errorf("%s %s: max-age %v is not shorter than a retired key's publication (%v)", method, p, maxAge, issuer.RetiredKeyPublication)
 			}
-			if skew := RetiredKeyPublication - MaxTokenLifetime; maxAge > skew {
+			if skew := issuer.RetiredKeyPublication - issuer.MaxTokenLifetime; maxAge > skew {
 				t.Errorf("%s %s: max-age %v exceeds the %v of skew the key publication allows", method, p, maxAge, skew)
 			}
 		}

@@ -3,6 +3,8 @@ package responder
 import (
 	"strings"
 	"testing"
+
+	"github.com/metabind/metabind/responder/subject"
 )
 
 const (
@@ -65,8 +67,8 @@ func TestTokenScopes(t *testing.T) {
 	for _, tc := range []struct {
 		name, query, named string
 	}{
-		{"not held", "?scopes=" + DefaultScope, DefaultScope},
-		{"one held, one not", "?scopes=" + scopeEmail + "," + DefaultScope, DefaultScope},
+		{"not held", "?scopes=" + subject.DefaultScope, subject.DefaultScope},
+		{"one held, one not", "?scopes=" + scopeEmail + "," + subject.DefaultScope, subject.DefaultScope},
 	} {
 		rec := do(t, h, "GET", cacheToken+tc.query, apiIP, flavor)
 		if rec.Code != 400 || !strings.Contains(rec.Body.String(), tc.named) {

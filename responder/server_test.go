@@ -11,13 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metabind/metabind/responder/flavour/gce"
+	"github.com/metabind/metabind/responder/server"
 	"github.com/metabind/metabind/store"
 )
 
 // countingLookup counts the store lookups, to tell requests refused before
 // any work from those that were looked at.
 type countingLookup struct {
-	BindingLookup
+	server.BindingLookup
 	n int
 }
 
@@ -27,9 +29,8 @@ func (c *countingLookup) Lookup(ip netip.Addr) (store.Binding, bool, error) {
 }
 
 func TestRequestSizeBounds(t *testing.T) {
-	h, _ := newTestHandler(t, nil)
-	lookups := &countingLookup{BindingLookup: h.lookup}
-	h.lookup = lookups
+	lookups := &countingLookup{BindingLookup: testLookup()}
+	h, _ := newResponder(t, testCfg(t), lookups, nil)
 	const p = "/computeMetadata/v1/project/project-id"
 	long := func(n int) string { return strings.Repeat("a", n) }
 	for _, tc := range []struct {
@@ -48,12 +49,12 @@ func TestRequestSizeBounds(t *testing.T) {
 		{name: "empty chunked GET", target: "/", header: map[string]string{"Transfer-Encoding": "chunked"}, body: "0\r\n\r\n", status: 400},
 		{name: "body on the probe", target: "/", header: map[string]string{"Content-Length": "2"}, body: "hi", status: 400},
 		{name: "Content-Length 0", target: p, header: map[string]string{"Content-Length": "0"}, status: 200, looked: true},
-		{name: "path at the bound", target: "/computeMetadata/v1/" + long(MaxPathBytes-len("/computeMetadata/v1/")), status: 404, looked: true},
-		{name: "path over the bound", target: "/computeMetadata/v1/" + long(MaxPathBytes), status: 404},
-		{name: "encoded path over the bound", target: "/computeMetadata/v1/" + strings.Repeat("%61", MaxPathBytes/3+1), status: 404},
-		{name: "query at the bound", target: p + "?x=" + long(MaxQueryBytes-2), status: 200, looked: true},
-		{name: "query over the bound", target: p + "?x=" + long(MaxQueryBytes-1), status: 400},
-		{name: "long audience", target: "/computeMetadata/v1/instance/service-accounts/default/identity?audience=" + long(MaxQueryBytes), status: 400},
+		{name: "path at the bound", target: "/computeMetadata/v1/" + long(server.MaxPathBytes-len("/computeMetadata/v1/")), status: 404, looked: true},
+		{name: "path over the bound", target: "/computeMetadata/v1/" + long(server.MaxPathBytes), status: 404},
+		{name: "encoded path over the bound", target: "/computeMetadata/v1/" + strings.Repeat("%61", server.MaxPathBytes/3+1), status: 404},
+		{name: "query at the bound", target: p + "?x=" + long(server.MaxQueryBytes-2), status: 200, looked: true},
+		{name: "query over the bound", target: p + "?x=" + long(server.MaxQueryBytes-1), status: 400},
+		{name: "long audience", target: "/computeMetadata/v1/instance/service-accounts/default/identity?audience=" + long(server.MaxQueryBytes), status: 400},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			method := tc.method
@@ -95,8 +96,8 @@ func serve(t *testing.T, srv *http.Server) string {
 }
 
 func TestNewServerDefaults(t *testing.T) {
-	srv := NewServer(http.NotFoundHandler(), nil)
-	if srv.ReadHeaderTimeout != 5*time.Second || srv.MaxHeaderBytes != 16<<10 || srv.WriteTimeout <= MaxLongPoll || srv.ReadTimeout == 0 || srv.IdleTimeout == 0 {
+	srv := server.NewHTTPServer(http.NotFoundHandler(), nil)
+	if srv.ReadHeaderTimeout != 5*time.Second || srv.MaxHeaderBytes != 16<<10 || srv.WriteTimeout <= gce.MaxLongPoll || srv.ReadTimeout == 0 || srv.IdleTimeout == 0 {
 		t.Errorf("server = %+v", srv)
 	}
 }
@@ -106,7 +107,7 @@ func TestNewServerDefaults(t *testing.T) {
 // once the header timeout has passed since it connected.
 func TestSlowClientIsCutOff(t *testing.T) {
 	h, _ := newTestHandler(t, nil)
-	srv := NewServer(h, nil)
+	srv := server.NewHTTPServer(h, nil)
 	const timeout = 200 * time.Millisecond
 	srv.ReadHeaderTimeout = timeout
 	addr := serve(t, srv)
@@ -151,7 +152,7 @@ func TestSlowClientIsCutOff(t *testing.T) {
 
 func TestOversizedHeadersAreRefused(t *testing.T) {
 	h, _ := newTestHandler(t, nil)
-	addr := serve(t, NewServer(h, nil))
+	addr := serve(t, server.NewHTTPServer(h, nil))
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

@@ -3,17 +3,18 @@ package responder
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/metabind/metabind/responder/credentials"
+	"github.com/metabind/metabind/responder/issuer"
 	"github.com/metabind/metabind/store"
 )
 
@@ -38,17 +39,18 @@ func (s *syncBuffer) audits() int {
 
 // cacheTestHandler is the test handler on a fake clock, logging to buf,
 // with a rate limit no test reaches.
-func cacheTestHandler(t *testing.T) (*handler, *clock, *syncBuffer) {
+func cacheTestHandler(t *testing.T) (*Responder, fakeLookup, *clock, *syncBuffer) {
 	t.Helper()
 	buf := &syncBuffer{}
-	h, iss := newTestHandler(t, slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	lookup := testLookup()
+	h, iss := newResponder(t, unlimited(testCfg(t)), lookup, slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	clk := &clock{t: time.Date(2030, 1, 2, 3, 4, 5, 600_000_000, time.UTC)}
-	h.now, iss.now = clk.now, clk.now
-	h.limits = newCallerLimits(1e9, 1e9, DefaultMaxCallers)
-	return h, clk, buf
+	h.setClock(clk.now)
+	iss.Now = clk.now
+	return h, lookup, clk, buf
 }
 
-func accessTokenOf(t *testing.T, h *handler, target, ip string) tokenResponse {
+func accessTokenOf(t *testing.T, h http.Handler, target, ip string) tokenResponse {
 	t.Helper()
 	rec := do(t, h, "GET", target, ip, flavor)
 	if rec.Code != 200 {
@@ -61,7 +63,7 @@ func accessTokenOf(t *testing.T, h *handler, target, ip string) tokenResponse {
 	return resp
 }
 
-func idTokenOf(t *testing.T, h *handler, target, ip string) string {
+func idTokenOf(t *testing.T, h http.Handler, target, ip string) string {
 	t.Helper()
 	rec := do(t, h, "GET", target, ip, flavor)
 	if rec.Code != 200 {
@@ -70,9 +72,9 @@ func idTokenOf(t *testing.T, h *handler, target, ip string) string {
 	return rec.Body.String()
 }
 
-func claimsOf(t *testing.T, tok string) *Claims {
+func claimsOf(t *testing.T, tok string) *credentials.Claims {
 	t.Helper()
-	var c Claims
+	var c credentials.Claims
 	if _, _, err := jwt.NewParser().ParseUnverified(tok, &c); err != nil {
 		t.Fatalf("not a JWT: %v", err)
 	}
@@ -87,11 +89,11 @@ const (
 
 // TestTokenCacheReuse: an access token is served again while more than
 // half its life remains, with expires_in counting down, then a new one is
-// minted; an ID token is served again within IDTokenReuse. One audit line
+// minted; an ID token is served again within credentials.IDTokenReuse. One audit line
 // per mint, none per cache hit.
 func TestTokenCacheReuse(t *testing.T) {
-	h, clk, buf := cacheTestHandler(t)
-	life := h.iss.Lifetime()
+	h, _, clk, buf := cacheTestHandler(t)
+	const life = time.Hour // testConfig's tokenLifetime
 
 	first := accessTokenOf(t, h, cacheToken, apiIP)
 	if first.ExpiresIn != int64(life/time.Second)-1 {
@@ -127,13 +129,13 @@ func TestTokenCacheReuse(t *testing.T) {
 	}
 
 	id := idTokenOf(t, h, cacheIdentity, apiIP)
-	clk.add(IDTokenReuse - 2*time.Second)
+	clk.add(credentials.IDTokenReuse - 2*time.Second)
 	if idTokenOf(t, h, cacheIdentity, apiIP) != id {
-		t.Error("an ID token was minted again within IDTokenReuse")
+		t.Error("an ID token was minted again within credentials.IDTokenReuse")
 	}
 	clk.add(2 * time.Second)
 	if idTokenOf(t, h, cacheIdentity, apiIP) == id {
-		t.Error("an ID token was served again after IDTokenReuse")
+		t.Error("an ID token was served again after credentials.IDTokenReuse")
 	}
 	if n := buf.audits(); n != 4 {
 		t.Errorf("%d audit lines after four mints, want 4", n)
@@ -145,8 +147,7 @@ func TestTokenCacheReuse(t *testing.T) {
 // new sandbox, the next request from that IP gets a token minted for the
 // new binding, never the cached token of the old.
 func TestTokenCacheNewPodOnReusedIP(t *testing.T) {
-	h, _, _ := cacheTestHandler(t)
-	lookup := h.lookup.(fakeLookup)
+	h, lookup, _, _ := cacheTestHandler(t)
 	ip := netip.MustParseAddr(apiIP)
 	old := lookup[ip]
 
@@ -177,7 +178,7 @@ func TestTokenCacheNewPodOnReusedIP(t *testing.T) {
 // TestTokenCacheKeys: what a token says is part of its key: scopes,
 // audience and format each get their own token.
 func TestTokenCacheKeys(t *testing.T) {
-	h, _, buf := cacheTestHandler(t)
+	h, _, _, buf := cacheTestHandler(t)
 	seen := map[string]string{}
 	for _, target := range []string{
 		cacheToken,
@@ -215,58 +216,6 @@ func TestTokenCacheKeys(t *testing.T) {
 	}
 }
 
-// TestTokenCacheMintsOnce: requests racing for the same token share one
-// mint.
-func TestTokenCacheMintsOnce(t *testing.T) {
-	c := newTokenCache(MaxCachedTokens, MaxCachedTokenBytes)
-	now := time.Now()
-	key := tokenKey{podUID: "u", containerID: "c", namespace: "n", pod: "p", kind: idToken, param: "aud"}
-	var mints atomic.Int32
-	mint := func() (*cachedToken, error) {
-		mints.Add(1)
-		time.Sleep(50 * time.Millisecond) // a slow signer widens the race
-		return newCachedToken(key, "tok", "kid", "jti", now, now.Add(time.Hour), now.Add(time.Minute)), nil
-	}
-	const n = 32
-	var start, done sync.WaitGroup
-	start.Add(1)
-	got := make([]*cachedToken, n)
-	for i := range n {
-		done.Add(1)
-		go func() {
-			defer done.Done()
-			start.Wait()
-			k := key
-			t, _, err := c.getOrMint(&k, now, "kid", mint)
-			if err != nil {
-				panic(err)
-			}
-			got[i] = t
-		}()
-	}
-	start.Done()
-	done.Wait()
-	if m := mints.Load(); m != 1 {
-		t.Errorf("%d mints for %d racing requests, want 1", m, n)
-	}
-	for i := range got {
-		if got[i] != got[0] {
-			t.Fatal("racing requests got different tokens")
-		}
-	}
-
-	// A failed mint is shared too, and not cached.
-	fail := func() (*cachedToken, error) { return nil, fmt.Errorf("signer down") }
-	k := key
-	k.param = "other"
-	if _, _, err := c.getOrMint(&k, now, "kid", fail); err == nil {
-		t.Error("a failed mint succeeded")
-	}
-	if c.get(&k, now, "kid") != nil {
-		t.Error("a failed mint was cached")
-	}
-}
-
 // TestTokenCacheKeyRotation: once the issuer signs with a new key, cached
 // tokens of the old key are not served again.
 func TestTokenCacheKeyRotation(t *testing.T) {
@@ -274,18 +223,14 @@ func TestTokenCacheKeyRotation(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	buf := &syncBuffer{}
 	iss := openTestIssuer(t, dir, clk, nil)
-	cfg, err := ParseConfig([]byte(testConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := newHandler(cfg, testLookup(), iss, slog.New(slog.NewJSONHandler(buf, nil)))
-	h.now = clk.now
+	h := New(testCfg(t), testLookup(), iss, slog.New(slog.NewJSONHandler(buf, nil)))
+	h.setClock(clk.now)
 
 	before := accessTokenOf(t, h, cacheToken, apiIP).AccessToken
-	if _, err := RotateSigningKey(dir, clk.now()); err != nil {
+	if _, err := issuer.RotateSigningKey(dir, clk.now()); err != nil {
 		t.Fatal(err)
 	}
-	clk.add(keyCheckInterval) // the issuer looks at the key files once a second
+	clk.add(time.Second) // the issuer looks at the key files once a second
 	after := accessTokenOf(t, h, cacheToken, apiIP).AccessToken
 	if after == before {
 		t.Fatal("the token signed with the retired key was served after the rotation")
@@ -300,59 +245,10 @@ func TestTokenCacheKeyRotation(t *testing.T) {
 
 func kidOf(t *testing.T, tok string) string {
 	t.Helper()
-	parsed, _, err := jwt.NewParser().ParseUnverified(tok, &Claims{})
+	parsed, _, err := jwt.NewParser().ParseUnverified(tok, &credentials.Claims{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	kid, _ := parsed.Header["kid"].(string)
 	return kid
-}
-
-// TestTokenCacheBounds: stale tokens are dropped as new ones are cached,
-// and the caps on entries and bytes hold, dropping the oldest first.
-func TestTokenCacheBounds(t *testing.T) {
-	now := time.Now()
-	entry := func(i int, kind tokenKind, reuse time.Duration) *cachedToken {
-		k := tokenKey{podUID: fmt.Sprint("uid-", i), containerID: "c", kind: kind, param: "p"}
-		at := now.Add(time.Duration(i) * time.Millisecond)
-		return newCachedToken(k, strings.Repeat("t", 100), "kid", "jti", at, at.Add(time.Hour), at.Add(reuse))
-	}
-
-	c := newTokenCache(3, MaxCachedTokenBytes)
-	for i := range 5 {
-		c.put(entry(i, accessToken, time.Hour), now)
-	}
-	if c.len() != 3 {
-		t.Fatalf("%d entries, cap 3", c.len())
-	}
-	for i := range 5 {
-		e := entry(i, accessToken, time.Hour)
-		if cached := c.get(&e.key, now.Add(time.Second), "kid") != nil; cached != (i >= 2) {
-			t.Errorf("entry %d cached: %v", i, cached)
-		}
-	}
-
-	// Stale entries of either list go at the next put.
-	c = newTokenCache(100, MaxCachedTokenBytes)
-	for i := range 10 {
-		kind := accessToken
-		if i%2 == 1 {
-			kind = idToken
-		}
-		c.put(entry(i, kind, time.Minute), now)
-	}
-	c.put(entry(100, idToken, time.Hour), now.Add(2*time.Minute))
-	if c.len() != 1 {
-		t.Errorf("%d entries after the others went stale, want 1", c.len())
-	}
-
-	// The byte cap.
-	one := entry(0, accessToken, time.Hour).size
-	c = newTokenCache(100, 4*one)
-	for i := range 10 {
-		c.put(entry(i, idToken, time.Hour), now)
-	}
-	if c.len() != 4 || c.bytes > 4*one {
-		t.Errorf("%d entries, %d bytes; cap %d bytes", c.len(), c.bytes, 4*one)
-	}
 }

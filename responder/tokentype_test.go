@@ -73,8 +73,8 @@ func TestTokenTypes(t *testing.T) {
 		}
 	}
 
-	accessVerifier := typedVerifier(iss.jwksJSON(), "at+jwt")
-	idVerifier := typedVerifier(iss.jwksJSON(), "JWT")
+	accessVerifier := typedVerifier(iss.JWKSJSON(), "at+jwt")
+	idVerifier := typedVerifier(iss.JWKSJSON(), "JWT")
 	if err := accessVerifier(access); err != nil {
 		t.Errorf("access token verifier refuses an access token: %v", err)
 	}

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/metabind/metabind/responder"
+	"github.com/metabind/metabind/responder/server"
 )
 
 // Request log batching. Every request logs a line; at thousands of
@@ -100,7 +100,7 @@ type batchingHandler struct {
 
 func (h batchingHandler) Handle(ctx context.Context, r slog.Record) error {
 	err := h.Handler.Handle(ctx, r)
-	if r.Message != responder.RequestLogMessage || r.Level >= slog.LevelWarn {
+	if r.Message != server.RequestLogMessage || r.Level >= slog.LevelWarn {
 		if ferr := h.batch.Flush(); err == nil {
 			err = ferr
 		}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/metabind/metabind/responder"
+	"github.com/metabind/metabind/responder/server"
 )
 
 type lockedBuffer struct {
@@ -39,7 +39,7 @@ func TestLogBatch(t *testing.T) {
 	log := slog.New(batchingHandler{Handler: slog.NewJSONHandler(batch, nil), batch: batch}).With("component", "test")
 
 	for range 3 {
-		log.Info(responder.RequestLogMessage, "path", "/a")
+		log.Info(server.RequestLogMessage, "path", "/a")
 	}
 	if got := out.String(); got != "" {
 		// The timer may have fired already on a slow machine; then all
@@ -54,7 +54,7 @@ func TestLogBatch(t *testing.T) {
 		t.Fatalf("after an audit line the log is %q", lines)
 	}
 
-	log.Info(responder.RequestLogMessage, "path", "/b")
+	log.Info(server.RequestLogMessage, "path", "/b")
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(out.String(), `"path":"/b"`) {
 		if time.Now().After(deadline) {
@@ -63,11 +63,11 @@ func TestLogBatch(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	log.Warn(responder.RequestLogMessage, "path", "/c") // warnings are not held
+	log.Warn(server.RequestLogMessage, "path", "/c") // warnings are not held
 	if !strings.Contains(out.String(), `"path":"/c"`) {
 		t.Error("a warning request line was held")
 	}
-	log.Info(responder.RequestLogMessage, "path", "/d")
+	log.Info(server.RequestLogMessage, "path", "/d")
 	batch.Close()
 	if !strings.Contains(out.String(), `"path":"/d"`) {
 		t.Error("Close did not flush")

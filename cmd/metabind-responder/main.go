@@ -22,6 +22,8 @@ import (
 	"github.com/metabind/metabind/reconcile"
 	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/responder"
+	"github.com/metabind/metabind/responder/issuer"
+	"github.com/metabind/metabind/responder/server"
 	"github.com/metabind/metabind/store"
 )
 
@@ -86,7 +88,7 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 		return fmt.Errorf("read the responder addresses the plugin recorded: %w", err)
 	}
 	for _, addr := range addrs {
-		warning, err := responder.CheckListenAddress(addr, bases)
+		warning, err := server.CheckListenAddress(addr, bases)
 		if err != nil {
 			return err
 		}
@@ -100,7 +102,7 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 	}
 	// The issuer follows `metabindctl keys rotate` by itself: it checks the
 	// key files at most once a second and rereads them when they change.
-	iss, keyCreated, err := responder.OpenIssuer(cfg.Issuer, stateDir, log)
+	iss, keyCreated, err := issuer.Open(cfg.Issuer, stateDir, log)
 	if err != nil {
 		return err
 	}
@@ -119,7 +121,7 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 
 	var listeners []net.Listener
 	for _, addr := range addrs {
-		addedTo, err := responder.EnsureListenAddress(addr.Addr())
+		addedTo, err := server.EnsureListenAddress(addr.Addr())
 		if err != nil {
 			return fmt.Errorf("listen address %s: %w", addr.Addr(), err)
 		}
@@ -140,7 +142,7 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 	warned := map[netip.AddrPort]bool{}
 	repairer.OnBases = func(bases []store.Base) {
 		for _, addr := range addrs {
-			if _, err := responder.CheckListenAddress(addr, bases); err != nil && !warned[addr] {
+			if _, err := server.CheckListenAddress(addr, bases); err != nil && !warned[addr] {
 				warned[addr] = true
 				log.Error("listening where the source check does not look; restart with the netconf's responderAddress", "error", err.Error())
 			}
@@ -148,7 +150,7 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 	}
 	go repairer.Run(ctx, reconcile.RepairInterval)
 
-	srv := responder.NewServer(responder.NewHandler(cfg, view, iss, log), log)
+	srv := server.NewHTTPServer(responder.New(cfg, view, iss, log), log)
 	log.Info("metabind-responder serving",
 		"listen", listen,
 		"issuer", iss.URL(),

@@ -8,11 +8,11 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/metabind/metabind/responder"
+	"github.com/metabind/metabind/responder/issuer"
 )
 
 // runKeys is "keys list" and "keys rotate": the issuer's signing keys under
-// the state directory (see responder/keys.go for the layout).
+// the state directory (see responder/issuer/keyfiles.go for the layout).
 func runKeys(stateDir string, argv []string, stdout, stderr io.Writer, now time.Time) error {
 	if len(argv) == 0 {
 		return fmt.Errorf("keys: want 'list' or 'rotate'")
@@ -41,7 +41,7 @@ func runKeys(stateDir string, argv []string, stdout, stderr io.Writer, now time.
 	if *output != "table" && *output != "json" {
 		return fmt.Errorf("-o %q: want table or json", *output)
 	}
-	keys, err := responder.ListKeys(stateDir, now)
+	keys, err := issuer.ListKeys(stateDir, now)
 	if err != nil {
 		return err
 	}
@@ -53,7 +53,7 @@ func runKeys(stateDir string, argv []string, stdout, stderr io.Writer, now time.
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "KID\tSTATUS\tRETIRED AT\tPUBLISHED UNTIL")
 	for _, k := range keys {
-		if k.Status == responder.KeyInvalid {
+		if k.Status == issuer.KeyInvalid {
 			fmt.Fprintf(stderr, "metabindctl: warning: %s\n", k.Error)
 			continue
 		}
@@ -63,7 +63,7 @@ func runKeys(stateDir string, argv []string, stdout, stderr io.Writer, now time.
 }
 
 func rotateKeys(stateDir string, stdout io.Writer, now time.Time) error {
-	rot, err := responder.RotateSigningKey(stateDir, now)
+	rot, err := issuer.RotateSigningKey(stateDir, now)
 	if err != nil {
 		return err
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/metabind/metabind/responder"
+	"github.com/metabind/metabind/responder/issuer"
 )
 
 func TestKeysRotateAndList(t *testing.T) {
@@ -52,20 +52,20 @@ func TestKeysRotateAndList(t *testing.T) {
 	}
 
 	// After the window: expired in the list, deleted by the next rotation.
-	later := t0.Add(responder.RetiredKeyPublication + time.Second)
+	later := t0.Add(issuer.RetiredKeyPublication + time.Second)
 	out, _, err = keys(later, "list", "-o", "json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var infos []responder.KeyInfo
-	if err := json.Unmarshal([]byte(out), &infos); err != nil || len(infos) != 2 || infos[1].KID != kid0 || infos[1].Status != responder.KeyExpired {
+	var infos []issuer.KeyInfo
+	if err := json.Unmarshal([]byte(out), &infos); err != nil || len(infos) != 2 || infos[1].KID != kid0 || infos[1].Status != issuer.KeyExpired {
 		t.Fatalf("keys list -o json: %v %s", err, out)
 	}
 	out, _, err = keys(later, "rotate")
 	if err != nil || !strings.Contains(out, "deleted "+kid0+": no longer published\n") || !strings.Contains(out, "retired "+kid1) {
 		t.Fatalf("third rotate: %v %q", err, out)
 	}
-	if _, err := os.Stat(filepath.Join(dir, responder.RetiredKeysDir, kid0+".pem")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dir, issuer.RetiredKeysDir, kid0+".pem")); !os.IsNotExist(err) {
 		t.Errorf("expired key file: %v", err)
 	}
 }
@@ -94,12 +94,12 @@ func TestKeysErrors(t *testing.T) {
 	if err := run([]string{"--state-dir", dir, "keys", "rotate"}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
-	os.Chmod(responder.SigningKeyPath(dir), 0o644)
+	os.Chmod(issuer.SigningKeyPath(dir), 0o644)
 	err := run([]string{"--state-dir", dir, "keys", "rotate"}, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Errorf("rotate with an open key file: %v", err)
 	}
-	if _, err := os.Stat(responder.RetiredKeysPath(dir)); !os.IsNotExist(err) {
+	if _, err := os.Stat(issuer.RetiredKeysPath(dir)); !os.IsNotExist(err) {
 		t.Errorf("retired-keys created by a refused rotation: %v", err)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -13,7 +14,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/metabind/metabind/responder"
+	"github.com/metabind/metabind/responder/credentials"
+	"github.com/metabind/metabind/responder/issuer"
+	"github.com/metabind/metabind/responder/subject"
 )
 
 // Targets of issue 5.
@@ -249,16 +252,17 @@ func mintInProcess(d time.Duration) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	iss, err := responder.NewIssuer(responder.IssuerConfig{URL: "https://metabind.bench/node", Lifetime: time.Hour}, key)
+	iss, err := issuer.New(issuer.Config{URL: "https://metabind.bench/node", Lifetime: time.Hour}, key)
 	if err != nil {
 		return 0, err
 	}
-	sub := responder.Subject{Namespace: "bench", Pod: "load-0", PodUID: "uid-load-0000", ServiceAccount: "bench", Node: "bench-node",
-		Email: "bench@bench-project.iam.gserviceaccount.com"}
+	src := credentials.NewOwnIssuer(iss, "bench-node", credentials.ComputeEngineClaims{})
+	sub := subject.Subject{Namespace: "bench", Pod: "load-0", PodUID: "uid-load-0000", ServiceAccount: "bench",
+		Email: "bench@bench-project.iam.gserviceaccount.com", EmailClaim: "bench@bench-project.iam.gserviceaccount.com"}
 	n := 0
 	start := time.Now()
 	for time.Since(start) < d {
-		if _, err := iss.Sign(iss.NewClaims(sub, []string{"x"}, time.Now())); err != nil {
+		if _, err := src.IDToken(context.Background(), sub, "x", credentials.FormatStandard, false); err != nil {
 			return 0, err
 		}
 		n++

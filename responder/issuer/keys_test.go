@@ -1,4 +1,4 @@
-package responder
+package issuer
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-var testIssuerConfig = IssuerConfig{URL: "https://metabind.local/node-1", Lifetime: time.Hour}
+var testIssuerConfig = Config{URL: "https://metabind.local/node-1", Lifetime: time.Hour}
 
 // clock is an injectable time source.
 type clock struct {
@@ -33,32 +33,31 @@ func (c *clock) add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c
 
 func openTestIssuer(t *testing.T, dir string, c *clock, log *slog.Logger) *Issuer {
 	t.Helper()
-	iss, _, err := OpenIssuer(testIssuerConfig, dir, log)
+	iss, _, err := Open(testIssuerConfig, dir, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss.now = c.now
+	iss.Now = c.now
 	return iss
 }
 
 func mint(t *testing.T, iss *Issuer) (tok, kid string) {
 	t.Helper()
-	c := iss.NewClaims(Subject{Namespace: "payments", Pod: "api-1", PodUID: "uid-1", ServiceAccount: "api", Node: "node-1"}, []string{"aud"}, time.Now())
-	tok, err := iss.Sign(c)
+	tok, kid, err := iss.Sign(&jwt.RegisteredClaims{Audience: jwt.ClaimStrings{"aud"}, ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour))}, "JWT")
 	if err != nil {
 		t.Fatal(err)
 	}
-	parsed, _, err := jwt.NewParser().ParseUnverified(tok, &Claims{})
-	if err != nil {
-		t.Fatal(err)
+	parsed, _, err := jwt.NewParser().ParseUnverified(tok, &jwt.RegisteredClaims{})
+	if err != nil || parsed.Header["kid"] != kid {
+		t.Fatalf("token header %v (%v), Sign says kid %s", parsed.Header, err, kid)
 	}
-	return tok, parsed.Header["kid"].(string)
+	return tok, kid
 }
 
 func jwksKIDs(t *testing.T, iss *Issuer) []string {
 	t.Helper()
 	var set jose.JSONWebKeySet
-	if err := json.Unmarshal(iss.jwksJSON(), &set); err != nil {
+	if err := json.Unmarshal(iss.JWKSJSON(), &set); err != nil {
 		t.Fatal(err)
 	}
 	var kids []string
@@ -116,9 +115,9 @@ func TestRotateSigningKey(t *testing.T) {
 	}
 
 	// Both tokens verify against the served JWKS, here and after a restart.
-	for name, jwks := range map[string][]byte{"running": iss.jwksJSON(), "restarted": openTestIssuer(t, dir, c, nil).jwksJSON()} {
+	for name, jwks := range map[string][]byte{"running": iss.JWKSJSON(), "restarted": openTestIssuer(t, dir, c, nil).JWKSJSON()} {
 		for _, tok := range []string{before, after} {
-			verify(t, jwks, tok, jwt.WithAudience("aud"))
+			verify(t, jwks, tok, "JWT", jwt.WithAudience("aud"))
 		}
 		if n := strings.Count(string(jwks), `"kid"`); n != 2 {
 			t.Errorf("%s: JWKS has %d keys, want 2: %s", name, n, jwks)

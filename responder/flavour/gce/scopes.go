@@ -1,4 +1,4 @@
-package responder
+package gce
 
 import (
 	"fmt"
@@ -7,25 +7,28 @@ import (
 	"unicode"
 )
 
-// googleScopePrefix starts every Google API scope; DefaultScope
-// (cloud-platform) covers them all.
-const googleScopePrefix = "https://www.googleapis.com/auth/"
+// googleScopePrefix starts every Google API scope; CloudPlatformScope
+// covers them all.
+const (
+	googleScopePrefix  = "https://www.googleapis.com/auth/"
+	CloudPlatformScope = googleScopePrefix + "cloud-platform"
+)
 
-// scopeClaim is the scope claim for a set of scopes: sorted, each once,
-// space-separated (RFC 6749 section 3.3, RFC 9068 section 2.2.3). It is
-// also the token cache's key, so requests for the same set in any order
-// share one token.
-func scopeClaim(scopes []string) string {
+// scopeSet is a set of scopes as a token grants them: sorted, each once
+// (RFC 6749 section 3.3, RFC 9068 section 2.2.3: the scope claim joins
+// them with spaces). The token cache keys on it, so requests for the same
+// set in any order share one token.
+func scopeSet(scopes []string) []string {
 	s := slices.Clone(scopes)
 	slices.Sort(s)
-	return strings.Join(slices.Compact(s), " ")
+	return slices.Compact(s)
 }
 
-// grantScopes returns the scope claim for a ?scopes= value: the requested
-// scopes when the identity holds each of them, or all it holds when none
-// is requested (absent, empty, or only separators). Google's clients
-// separate scopes with commas; spaces (a '+' in the query) separate them
-// too, so one entry can never carry a second scope into the
+// grantScopes returns the scopes a token grants for a ?scopes= value: the
+// requested scopes when the identity holds each of them, or all it holds
+// when none is requested (absent, empty, or only separators). Google's
+// clients separate scopes with commas; spaces (a '+' in the query)
+// separate them too, so one entry can never carry a second scope into the
 // space-separated claim.
 //
 // An identity holding cloud-platform may ask for any other Google API
@@ -35,21 +38,21 @@ func scopeClaim(scopes []string) string {
 // scope otherwise. Such a scope must be an RFC 6749 scope-token, so what
 // the claim says is what was checked. A scope not granted is an error
 // naming it.
-func grantScopes(held []string, requested string) (string, error) {
-	cloudPlatform := slices.Contains(held, DefaultScope)
+func grantScopes(held []string, requested string) ([]string, error) {
+	cloudPlatform := slices.Contains(held, CloudPlatformScope)
 	var out []string
 	for _, s := range strings.FieldsFunc(requested, func(r rune) bool { return r == ',' || unicode.IsSpace(r) }) {
 		ok := slices.Contains(held, s) ||
 			cloudPlatform && strings.HasPrefix(s, googleScopePrefix) && scopeToken(s)
 		if !ok {
-			return "", fmt.Errorf("scope %q is not granted to this identity", s)
+			return nil, fmt.Errorf("scope %q is not granted to this identity", s)
 		}
 		out = append(out, s)
 	}
 	if len(out) == 0 {
-		return scopeClaim(held), nil
+		return scopeSet(held), nil
 	}
-	return scopeClaim(out), nil
+	return scopeSet(out), nil
 }
 
 // scopeToken reports whether s is a scope-token of RFC 6749 section 3.3:

@@ -1,10 +1,7 @@
-package responder
+package credentials
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
-	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -20,7 +17,7 @@ const (
 	TypeAccessToken = "at+jwt"
 )
 
-// Claims is the payload of every token the issuer signs: the Kubernetes
+// Claims is the payload of every token OwnIssuer signs: the Kubernetes
 // service-account claims, plus what GCE's tokens carry (email, azp, scope,
 // google.compute_engine).
 type Claims struct {
@@ -102,59 +99,3 @@ func (c *Claims) GetNotBefore() (*jwt.NumericDate, error)      { return c.NotBef
 func (c *Claims) GetIssuer() (string, error)                   { return c.Issuer, nil }
 func (c *Claims) GetSubject() (string, error)                  { return c.Subject, nil }
 func (c *Claims) GetAudience() (jwt.ClaimStrings, error)       { return jwt.ClaimStrings(c.Audience), nil }
-
-// Subject is whom a token is issued to.
-type Subject struct {
-	Namespace      string
-	Pod            string
-	PodUID         string
-	ServiceAccount string
-	Email          string // empty: no email claim
-	Node           string
-}
-
-// ServiceAccountSubject is the Kubernetes sub claim of a service account.
-func ServiceAccountSubject(namespace, serviceAccount string) string {
-	return "system:serviceaccount:" + namespace + ":" + serviceAccount
-}
-
-// Party is whom a token is issued to, as azp of an ID token and client_id
-// of an access token: the account's email when one is configured (what
-// Google's clients and relying parties know an account by), else the
-// Kubernetes subject.
-func (s Subject) Party() string {
-	if s.Email != "" {
-		return s.Email
-	}
-	return ServiceAccountSubject(s.Namespace, s.ServiceAccount)
-}
-
-// NewClaims returns the claims of a token for s with audience aud, issued
-// at now and valid for the issuer's lifetime. Callers add the claims
-// particular to the kind of token.
-func (i *Issuer) NewClaims(s Subject, aud []string, now time.Time) *Claims {
-	now = now.Truncate(time.Second)
-	return &Claims{
-		Issuer:    i.url,
-		Subject:   ServiceAccountSubject(s.Namespace, s.ServiceAccount),
-		Audience:  aud,
-		IssuedAt:  jwt.NewNumericDate(now),
-		NotBefore: jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(i.lifetime)),
-		ID:        newTokenID(),
-		Email:     s.Email,
-		Kubernetes: KubernetesClaims{
-			Namespace:      s.Namespace,
-			Pod:            ObjectRef{Name: s.Pod, UID: s.PodUID},
-			ServiceAccount: ObjectRef{Name: s.ServiceAccount},
-			Node:           ObjectRef{Name: s.Node},
-		},
-	}
-}
-
-// newTokenID is 128 random bits, base64url without padding.
-func newTokenID() string {
-	var b [16]byte
-	rand.Read(b[:]) // never fails (crypto/rand)
-	return base64.RawURLEncoding.EncodeToString(b[:])
-}

@@ -1,4 +1,4 @@
-package responder
+package server
 
 import (
 	"container/list"

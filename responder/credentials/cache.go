@@ -1,0 +1,378 @@
+package credentials
+
+import (
+	"container/list"
+	"context"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/metabind/metabind/responder/subject"
+)
+
+// Token cache bounds. A node runs a few hundred pods at most, each asking
+// for a token or two and ID tokens for a few audiences; the caps only
+// matter when a pod asks for endless audiences. Past either cap the oldest
+// token is dropped, which costs its pod one mint on its next request.
+const (
+	MaxCachedTokens     = 65536
+	MaxCachedTokenBytes = 16 << 20
+)
+
+// IDTokenReuse is how long after minting an ID token is served again from
+// the cache. An ID token's expiry is inside the JWT only, and Google's Go
+// clients do not read it: google.golang.org/api/idtoken takes a token
+// fetched now to be valid for 55 minutes, cloud.google.com/go/auth for 60
+// minutes and refreshes 225 s before that. An ID token served a minute
+// after minting still outlives what either client assumes, minus its
+// refresh margin. Access tokens come with expires_in, which every client
+// honours, so they are served for half their lifetime.
+const IDTokenReuse = time.Minute
+
+// kind is what a cached token is: the kind and, for ID tokens, the format,
+// since format=full adds claims.
+type kind uint8
+
+const (
+	accessToken kind = iota
+	idToken
+	idTokenFull
+)
+
+// audit is the kind as the audit line names it.
+func (k kind) audit() string {
+	if k == accessToken {
+		return "access"
+	}
+	return "id"
+}
+
+// key is whom a token was minted for and what it says. It names the pod
+// by UID and container ID, not by IP: a new pod on a reused IP (or a pod
+// recreated under the same name) never meets its predecessor's tokens. The
+// identity is everything of the subject a source may put in a token.
+type key struct {
+	podUID, containerID, namespace, pod string
+	serviceAccount, email, emailClaim   string
+	annotations                         string // length-prefixed, sorted by name
+	kind                                kind
+	licenses                            bool   // ID tokens, format=full
+	param                               string // access: the scopes, space-separated; ID: the audience
+}
+
+func newKey(s *subject.Subject, k kind, param string) key {
+	return key{
+		podUID:         s.PodUID,
+		containerID:    s.Binding.ContainerID,
+		namespace:      s.Namespace,
+		pod:            s.Pod,
+		serviceAccount: s.ServiceAccount,
+		email:          s.Email,
+		emailClaim:     s.EmailClaim,
+		annotations:    annotationsKey(s.Annotations),
+		kind:           k,
+		param:          param,
+	}
+}
+
+// annotationsKey is a map's entries as one string, sorted and
+// length-prefixed so that no two maps share it; "" for none.
+func annotationsKey(m map[string]string) string {
+	if len(m) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		appendField(&b, k)
+		appendField(&b, m[k])
+	}
+	return b.String()
+}
+
+// appendField writes s length-prefixed.
+func appendField(b *strings.Builder, s string) {
+	b.WriteString(strconv.Itoa(len(s)))
+	b.WriteByte(':')
+	b.WriteString(s)
+}
+
+// flightKey is k as a string for singleflight, every field length-prefixed
+// so that no two keys collide whatever their fields hold.
+func (k *key) flightKey() string {
+	var b strings.Builder
+	for _, s := range []string{k.podUID, k.containerID, k.namespace, k.pod, k.serviceAccount, k.email, k.emailClaim,
+		k.annotations, strconv.Itoa(int(k.kind)), strconv.FormatBool(k.licenses), k.param} {
+		appendField(&b, s)
+	}
+	return b.String()
+}
+
+// size is what k adds to an entry's bytes.
+func (k *key) size() int {
+	return len(k.podUID) + len(k.containerID) + len(k.namespace) + len(k.pod) + len(k.serviceAccount) +
+		len(k.email) + len(k.emailClaim) + len(k.annotations) + len(k.param)
+}
+
+// entry is one minted token.
+type entry struct {
+	key   key
+	tok   Token
+	reuse time.Time // served from the cache until then
+	size  int       // bytes counted against MaxCachedTokenBytes
+	elem  *list.Element
+}
+
+// Cache is the one token cache, in front of any Source: a request is
+// answered from it while its token may be reused (access tokens while more
+// than half their life remains, ID tokens for IDTokenReuse), never past
+// expiry nor, from a KeyedSource, after a key rotation; a miss mints once
+// however many requests wait for it, and writes the audit line. Reads take
+// a shared lock.
+type Cache struct {
+	// Now is the cache's clock; tests replace it before first use.
+	Now func() time.Time
+
+	src   Source
+	keyed KeyedSource // src, if it is one
+	log   *slog.Logger
+
+	maxEntries int
+	maxBytes   int
+	flight     singleflight.Group
+
+	mu      sync.RWMutex
+	entries map[key]*entry
+	// One list per kind of reuse window, each in minting order, so the
+	// front of each is the first to go stale.
+	access, id list.List
+	bytes      int
+}
+
+var _ Source = (*Cache)(nil)
+
+// NewCache caches the tokens of src. Its log gets one "token issued" line
+// per token minted (at info) and one line per token served from the cache
+// (at debug). A nil log discards.
+func NewCache(src Source, log *slog.Logger) *Cache {
+	return newCache(src, log, MaxCachedTokens, MaxCachedTokenBytes)
+}
+
+func newCache(src Source, log *slog.Logger, maxEntries, maxBytes int) *Cache {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	keyed, _ := src.(KeyedSource)
+	return &Cache{Now: time.Now, src: src, keyed: keyed, log: log, maxEntries: maxEntries, maxBytes: maxBytes, entries: make(map[key]*entry)}
+}
+
+// AccessToken returns the cached access token of s for scopes, or mints
+// one.
+func (c *Cache) AccessToken(ctx context.Context, s subject.Subject, scopes []string) (Token, error) {
+	k := newKey(&s, accessToken, scopeParam(scopes))
+	now, kid := c.Now(), c.currentKeyID()
+	if e := c.get(&k, now, kid); e != nil {
+		c.logHit(ctx, &s, e, now)
+		return e.tok, nil
+	}
+	return c.mintAccess(ctx, k, s, scopes, now, kid)
+}
+
+// IDToken returns the cached ID token of s for audience and format, or
+// mints one. licenses counts for format=full only.
+func (c *Cache) IDToken(ctx context.Context, s subject.Subject, audience, format string, licenses bool) (Token, error) {
+	kd := idToken
+	if format == FormatFull {
+		kd = idTokenFull
+	} else {
+		licenses = false
+	}
+	k := newKey(&s, kd, audience)
+	k.licenses = licenses
+	now, kid := c.Now(), c.currentKeyID()
+	if e := c.get(&k, now, kid); e != nil {
+		c.logHit(ctx, &s, e, now)
+		return e.tok, nil
+	}
+	return c.mintID(ctx, k, s, audience, format, licenses, now, kid)
+}
+
+// mintAccess and mintID are the misses, apart so that the hits copy
+// nothing to the heap.
+func (c *Cache) mintAccess(ctx context.Context, k key, s subject.Subject, scopes []string, now time.Time, kid string) (Token, error) {
+	return c.getOrMint(ctx, &k, &s, now, kid, func() (Token, error) { return c.src.AccessToken(ctx, s, scopes) })
+}
+
+func (c *Cache) mintID(ctx context.Context, k key, s subject.Subject, audience, format string, licenses bool, now time.Time, kid string) (Token, error) {
+	return c.getOrMint(ctx, &k, &s, now, kid, func() (Token, error) { return c.src.IDToken(ctx, s, audience, format, licenses) })
+}
+
+// scopeParam is the cache key's part for a set of scopes.
+func scopeParam(scopes []string) string {
+	if len(scopes) == 1 {
+		return scopes[0]
+	}
+	return strings.Join(scopes, " ")
+}
+
+// currentKeyID is the key a keyed source signs with now; "" for another.
+func (c *Cache) currentKeyID() string {
+	if c.keyed == nil {
+		return ""
+	}
+	return c.keyed.CurrentKeyID()
+}
+
+// get returns the entry cached for k if it may be served at now when kid
+// signs.
+func (c *Cache) get(k *key, now time.Time, kid string) *entry {
+	c.mu.RLock()
+	e := c.entries[*k]
+	c.mu.RUnlock()
+	if e == nil || c.keyed != nil && e.tok.KeyID != kid || !now.Before(e.reuse) || now.Before(e.tok.IssuedAt) {
+		return nil
+	}
+	return e
+}
+
+// getOrMint returns the token cached for k, or the one mint returns, which
+// it caches and audits. Concurrent callers with the same key share one
+// mint and its error.
+func (c *Cache) getOrMint(ctx context.Context, k *key, s *subject.Subject, now time.Time, kid string, mint func() (Token, error)) (Token, error) {
+	ran := false
+	v, err, _ := c.flight.Do(k.flightKey(), func() (any, error) {
+		// A mint for this key may have finished since the caller's get.
+		if e := c.get(k, now, kid); e != nil {
+			return e, nil
+		}
+		ran = true
+		t, err := mint()
+		if err != nil {
+			return nil, err
+		}
+		if t.IssuedAt.IsZero() {
+			t.IssuedAt = now
+		}
+		c.audit(ctx, s, k.kind, &t)
+		e := newEntry(*k, t)
+		c.put(e, now)
+		return e, nil
+	})
+	if err != nil {
+		return Token{}, err
+	}
+	e := v.(*entry)
+	if !ran {
+		c.logHit(ctx, s, e, now)
+	}
+	return e.tok, nil
+}
+
+func newEntry(k key, t Token) *entry {
+	// Access tokens: while more than half their life remains. ID tokens:
+	// see IDTokenReuse.
+	reuse := t.IssuedAt.Add(t.Expiry.Sub(t.IssuedAt) / 2)
+	if idReuse := t.IssuedAt.Add(IDTokenReuse); k.kind != accessToken && idReuse.Before(reuse) {
+		reuse = idReuse
+	}
+	size := len(t.Value) + k.size() + len(t.KeyID) + len(t.ID) + 256
+	for _, a := range t.Audience {
+		size += len(a)
+	}
+	return &entry{key: k, tok: t, reuse: reuse, size: size}
+}
+
+// audit logs one "token issued" line per token: who got it (caller IP, pod,
+// identity), what kind, for whom (audience), its ID, expiry and signing
+// key. Never the token: the jti finds it in a relying party's logs.
+func (c *Cache) audit(ctx context.Context, s *subject.Subject, k kind, t *Token) {
+	c.log.LogAttrs(ctx, slog.LevelInfo, "token issued",
+		slog.String("caller", s.Binding.IP.String()),
+		slog.String("namespace", s.Namespace),
+		slog.String("pod", s.Pod),
+		slog.String("podUID", s.PodUID),
+		slog.String("serviceAccount", s.ServiceAccount),
+		slog.String("email", s.Email),
+		slog.String("kind", k.audit()),
+		slog.String("audience", strings.Join(t.Audience, " ")),
+		slog.String("jti", t.ID),
+		slog.Time("expiry", t.Expiry),
+		slog.String("kid", t.KeyID),
+	)
+}
+
+func (c *Cache) logHit(ctx context.Context, s *subject.Subject, e *entry, now time.Time) {
+	if !c.log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	c.log.LogAttrs(ctx, slog.LevelDebug, "token served from cache",
+		slog.String("caller", s.Binding.IP.String()),
+		slog.String("podUID", s.PodUID),
+		slog.String("kind", e.key.kind.audit()),
+		slog.String("jti", e.tok.ID),
+		slog.Int64("expiresIn", e.tok.ExpiresIn(now)),
+	)
+}
+
+// put adds e, replacing the entry of its key, then drops stale entries and,
+// past the caps, the oldest.
+func (c *Cache) put(e *entry, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.entries[e.key]; old != nil {
+		c.removeLocked(old)
+	}
+	l := &c.access
+	if e.key.kind != accessToken {
+		l = &c.id
+	}
+	e.elem = l.PushBack(e)
+	c.entries[e.key] = e
+	c.bytes += e.size
+	for _, l := range []*list.List{&c.access, &c.id} {
+		for f := l.Front(); f != nil && !now.Before(f.Value.(*entry).reuse); f = l.Front() {
+			c.removeLocked(f.Value.(*entry))
+		}
+	}
+	for len(c.entries) > 0 && (len(c.entries) > c.maxEntries || c.bytes > c.maxBytes) {
+		c.removeLocked(c.oldestLocked())
+	}
+}
+
+// oldestLocked is the entry minted first.
+func (c *Cache) oldestLocked() *entry {
+	a, i := c.access.Front(), c.id.Front()
+	switch {
+	case a == nil:
+		return i.Value.(*entry)
+	case i == nil:
+		return a.Value.(*entry)
+	}
+	at, it := a.Value.(*entry), i.Value.(*entry)
+	if it.tok.IssuedAt.Before(at.tok.IssuedAt) {
+		return it
+	}
+	return at
+}
+
+func (c *Cache) removeLocked(e *entry) {
+	if e.key.kind == accessToken {
+		c.access.Remove(e.elem)
+	} else {
+		c.id.Remove(e.elem)
+	}
+	delete(c.entries, e.key)
+	c.bytes -= e.size
+}
+
+// Len is the number of tokens cached.
+func (c *Cache) Len() int {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.entries)
+}

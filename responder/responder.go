@@ -1,0 +1,75 @@
+package responder
+
+import (
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/metabind/metabind/responder/credentials"
+	"github.com/metabind/metabind/responder/flavour/gce"
+	"github.com/metabind/metabind/responder/issuer"
+	"github.com/metabind/metabind/responder/server"
+	"github.com/metabind/metabind/responder/subject"
+)
+
+// Responder is the handler made from a Config: the server identifies
+// callers by lookup and gives each binding the identity of the first rule
+// that matches it, the GCE flavour answers under /computeMetadata with
+// tokens from the node's own issuer through one cache, and the probe and
+// the issuer's OIDC documents are public.
+type Responder struct {
+	server   *server.Handler
+	subjects *subject.Static
+	source   *credentials.OwnIssuer
+	tokens   *credentials.Cache
+	gce      *gce.Flavour
+}
+
+// New assembles the responder for cfg (from ParseConfig or LoadConfig),
+// signing with iss. A nil log discards.
+func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog.Logger) *Responder {
+	num, _ := strconv.ParseUint(string(cfg.Project.NumericID), 10, 64) // validated
+	r := &Responder{subjects: subject.NewStatic(cfg.Identities, cfg.Project.ID)}
+	r.source = credentials.NewOwnIssuer(iss, cfg.Node.Name, credentials.ComputeEngineClaims{
+		ProjectID:     cfg.Project.ID,
+		ProjectNumber: num,
+		Zone:          cfg.Node.Zone,
+		InstanceID:    strconv.FormatUint(gce.InstanceID(cfg.Node.Name), 10),
+		InstanceName:  cfg.Node.Name,
+	})
+	r.tokens = credentials.NewCache(r.source, log)
+	r.gce = gce.New(gce.Config{
+		ProjectID:        cfg.Project.ID,
+		NumericProjectID: string(cfg.Project.NumericID),
+		Instance:         cfg.Node.Name,
+		Zone:             cfg.Node.Zone,
+	}, r.tokens)
+	r.server = server.New(server.Options{
+		Lookup:   lookup,
+		Resolver: r.subjects,
+		Routes:   []server.Route{{Prefix: gce.Prefix, Flavour: r.gce}},
+		Public:   publicDocuments(iss),
+		Header:   gce.ResponseHeader(),
+		Limits:   server.Limits{RequestsPerSecond: *cfg.Limits.RequestsPerSecond, Burst: *cfg.Limits.Burst},
+		Log:      log,
+	})
+	return r
+}
+
+func (r *Responder) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.server.ServeHTTP(w, req) }
+
+// publicDocuments are GCE's probe and the issuer's OIDC documents, the
+// latter at the root and under the issuer URL's path.
+func publicDocuments(iss *issuer.Issuer) map[string]func() server.Document {
+	cacheControl := "max-age=" + strconv.Itoa(int(issuer.OIDCMaxAge/time.Second))
+	discovery := server.Document{Body: iss.DiscoveryJSON(), ContentType: issuer.DiscoveryContentType, CacheControl: cacheControl}
+	docs := map[string]func() server.Document{gce.ProbePath: gce.Probe}
+	for _, prefix := range []string{"", iss.PathPrefix()} {
+		docs[prefix+issuer.DiscoveryPath] = func() server.Document { return discovery }
+		docs[prefix+issuer.JWKSPath] = func() server.Document { // follows key rotations
+			return server.Document{Body: iss.JWKSJSON(), ContentType: issuer.JWKSContentType, CacheControl: cacheControl}
+		}
+	}
+	return docs
+}

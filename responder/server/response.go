@@ -1,0 +1,63 @@
+package server
+
+import (
+	"io"
+	"net/http"
+)
+
+// Response is what a flavour answers through: the response writer, which
+// records the status and any internal error for the request log.
+type Response struct {
+	http.ResponseWriter
+	status int
+	err    error
+}
+
+func (w *Response) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *Response) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// WriteString writes s without copying it where the connection can.
+func (w *Response) WriteString(s string) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return io.WriteString(w.ResponseWriter, s)
+}
+
+func (w *Response) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Error answers code with msg as a plain text body.
+func (w *Response) Error(code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Del("ETag")
+	w.WriteHeader(code)
+	w.Write([]byte(msg + "\n"))
+}
+
+// NotFound answers 404.
+func (w *Response) NotFound() { w.Error(http.StatusNotFound, "not found") }
+
+// Forbidden answers 403 with msg.
+func (w *Response) Forbidden(msg string) { w.Error(http.StatusForbidden, msg) }
+
+// BadRequest answers 400 with msg.
+func (w *Response) BadRequest(msg string) { w.Error(http.StatusBadRequest, msg) }
+
+// Fail answers 500 and logs err on the request's line (at error level);
+// the caller learns nothing of it.
+func (w *Response) Fail(err error) {
+	w.err = err
+	w.Error(http.StatusInternalServerError, "internal error")
+}
