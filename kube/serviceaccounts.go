@@ -57,6 +57,12 @@ func (c *Client) fetchServiceAccount(ctx context.Context, key, namespace, name s
 		if errors.Is(err, ErrServiceAccountNotFound) {
 			delete(c.sas, key)
 		}
+		if e, ok := c.sas[key]; ok && errors.Is(err, ErrUnavailable) {
+			// The API is out of reach: the account as last seen serves
+			// until it returns (a pod keeps its identity, and its cached
+			// tokens their key), rather than nothing.
+			return e.sa, nil
+		}
 		return nil, err
 	}
 	sa.ManagedFields = nil

@@ -20,13 +20,16 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/metabind/metabind/kube"
 	"github.com/metabind/metabind/responder/issuer"
 	"github.com/metabind/metabind/responder/subject"
 )
@@ -38,6 +41,55 @@ type Config struct {
 	Issuer     issuer.Config  `json:"issuer"`
 	Limits     LimitsConfig   `json:"limits,omitempty"`
 	Identities []subject.Rule `json:"identities"`
+	// Kubernetes, when present, makes the pod's identity its Kubernetes
+	// service account and its ID tokens the cluster's (see
+	// KubernetesConfig). Identities then only narrow who is served.
+	Kubernetes *KubernetesConfig `json:"kubernetes,omitempty"`
+}
+
+// KubernetesConfig is the kubernetes: section.
+type KubernetesConfig struct {
+	// Kubeconfig is the node's credential (recommended: the kubelet's own,
+	// group system:nodes, which can only mint tokens for pods on this
+	// node); empty: the in-cluster config of the responder's pod.
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// Audiences are those pods may ask ID tokens for; each must also be
+	// granted to system:nodes in RBAC (deploy/rbac.yaml).
+	Audiences []string `json:"audiences,omitempty"`
+	// TokenLifetime is the TokenRequest's expirationSeconds, 10m..24h.
+	TokenLifetime string        `json:"tokenLifetime,omitempty"`
+	Lifetime      time.Duration `json:"-"` // parsed TokenLifetime
+}
+
+// apiServerAudiences are audiences no pod may ask for: a token for one of
+// them is a credential for the Kubernetes API itself.
+var apiServerAudiences = []string{"https://kubernetes.default.svc", "https://kubernetes.default.svc.cluster.local", "kubernetes", "api", "k3s", "https://kubernetes.default"}
+
+func (k *KubernetesConfig) complete() error {
+	k.Lifetime = kube.DefaultTokenLifetime
+	if k.TokenLifetime != "" {
+		d, err := time.ParseDuration(k.TokenLifetime)
+		if err != nil {
+			return fmt.Errorf("kubernetes.tokenLifetime: %w", err)
+		}
+		k.Lifetime = d
+	}
+	if k.Lifetime < kube.MinTokenLifetime || k.Lifetime > kube.MaxTokenLifetime {
+		return fmt.Errorf("kubernetes.tokenLifetime: %v is outside %v..%v", k.Lifetime, kube.MinTokenLifetime, kube.MaxTokenLifetime)
+	}
+	seen := map[string]bool{}
+	for i, a := range k.Audiences {
+		switch {
+		case a == "" || !printable(a) || strings.ContainsAny(a, " \t,"):
+			return fmt.Errorf("kubernetes.audiences[%d]: %q is not an audience", i, a)
+		case seen[a]:
+			return fmt.Errorf("kubernetes.audiences[%d]: %q is listed twice", i, a)
+		case slices.Contains(apiServerAudiences, a):
+			return fmt.Errorf("kubernetes.audiences[%d]: %q is the Kubernetes API server's audience: a token for it would be a credential for the API", i, a)
+		}
+		seen[a] = true
+	}
+	return nil
 }
 
 // ProjectConfig is what project/* answers.
@@ -201,6 +253,9 @@ func (c *Config) complete() error {
 		if err := completeRule(&c.Identities[i]); err != nil {
 			return fmt.Errorf("identities[%d].%w", i, err)
 		}
+	}
+	if c.Kubernetes != nil {
+		return c.Kubernetes.complete()
 	}
 	return nil
 }

@@ -128,7 +128,10 @@ func newResponder(t testing.TB, cfg *Config, lookup server.BindingLookup, log *s
 
 // setClock sets the clock of every part but the issuer.
 func (r *Responder) setClock(now func() time.Time) {
-	r.server.Now, r.source.Now, r.tokens.Now, r.gce.Now = now, now, now, now
+	r.server.Now, r.tokens.Now, r.gce.Now = now, now, now
+	if own, ok := r.source.(*credentials.OwnIssuer); ok {
+		own.Now = now
+	}
 }
 
 // unlimited lifts cfg's rate limit beyond any test's reach.

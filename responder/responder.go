@@ -20,25 +20,50 @@ import (
 // the issuer's OIDC documents are public.
 type Responder struct {
 	server   *server.Handler
-	subjects *subject.Static
-	source   *credentials.OwnIssuer
+	subjects subject.Resolver
+	source   credentials.Source
 	tokens   *credentials.Cache
 	gce      *gce.Flavour
+	// audiences are prefetched for every new binding (Kubernetes mode).
+	audiences []string
 }
 
 // New assembles the responder for cfg (from ParseConfig or LoadConfig),
-// signing with iss. A nil log discards.
+// signing with iss. A nil log discards. In Kubernetes mode (cfg.Kubernetes
+// set) use NewKubernetes.
 func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog.Logger) *Responder {
 	num, _ := strconv.ParseUint(string(cfg.Project.NumericID), 10, 64) // validated
-	r := &Responder{subjects: subject.NewStatic(cfg.Identities, cfg.Project.ID)}
-	r.source = credentials.NewOwnIssuer(iss, cfg.Node.Name, credentials.ComputeEngineClaims{
+	source := credentials.NewOwnIssuer(iss, cfg.Node.Name, credentials.ComputeEngineClaims{
 		ProjectID:     cfg.Project.ID,
 		ProjectNumber: num,
 		Zone:          cfg.Node.Zone,
 		InstanceID:    strconv.FormatUint(gce.InstanceID(cfg.Node.Name), 10),
 		InstanceName:  cfg.Node.Name,
 	})
-	r.tokens = credentials.NewCache(r.source, log)
+	return assemble(cfg, lookup, iss, subject.NewStatic(cfg.Identities, cfg.Project.ID), source, log)
+}
+
+// KubernetesAPI is what Kubernetes mode needs of the API (kube.Client).
+type KubernetesAPI interface {
+	subject.API
+	credentials.TokenAPI
+}
+
+// NewKubernetes assembles the responder in Kubernetes mode: a pod's
+// identity is its service account, as api says, and its ID tokens are the
+// cluster's, minted by TokenRequest with the node's credential. The node's
+// own issuer still publishes its documents, and mints nothing for pods.
+func NewKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, api KubernetesAPI, log *slog.Logger) *Responder {
+	r := assemble(cfg, lookup, iss,
+		subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities),
+		credentials.NewKubernetes(api, cfg.Kubernetes.Audiences, cfg.Kubernetes.Lifetime), log)
+	r.audiences = cfg.Kubernetes.Audiences
+	return r
+}
+
+func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subjects subject.Resolver, source credentials.Source, log *slog.Logger) *Responder {
+	r := &Responder{subjects: subjects, source: source}
+	r.tokens = credentials.NewCache(source, log)
 	r.gce = gce.New(gce.Config{
 		ProjectID:        cfg.Project.ID,
 		NumericProjectID: string(cfg.Project.NumericID),

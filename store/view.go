@@ -117,6 +117,18 @@ func (v *View) Lookup(ip netip.Addr) (Binding, bool, error) {
 	return b, ok, nil
 }
 
+// Bindings returns the current copy's bindings by IP, as of the latest
+// committed write. The map is shared and must not be written; a new map
+// means the bindings changed (the responder prefetches and forgets tokens
+// by it).
+func (v *View) Bindings() (map[netip.Addr]Binding, error) {
+	snap, err := v.current()
+	if err != nil {
+		return nil, err
+	}
+	return snap.byIP, nil
+}
+
 // Len returns how many bindings the current copy holds.
 func (v *View) Len() (int, error) {
 	snap, err := v.current()

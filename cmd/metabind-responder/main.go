@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/metabind/metabind/kube"
 	"github.com/metabind/metabind/reconcile"
 	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/responder"
@@ -150,7 +151,12 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 	}
 	go repairer.Run(ctx, reconcile.RepairInterval)
 
-	srv := server.NewHTTPServer(responder.New(cfg, view, iss, log), log)
+	h, err := newResponder(ctx, cfg, view, iss, log)
+	if err != nil {
+		return err
+	}
+	go h.Watch(ctx, view, log.With("component", "prefetch"))
+	srv := server.NewHTTPServer(h, log)
 	log.Info("metabind-responder serving",
 		"listen", listen,
 		"issuer", iss.URL(),
@@ -159,6 +165,7 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 		"stateDir", stateDir,
 		"config", configPath,
 		"identities", len(cfg.Identities),
+		"kubernetes", cfg.Kubernetes != nil,
 		"requestsPerSecond", *cfg.Limits.RequestsPerSecond,
 		"burst", *cfg.Limits.Burst,
 	)
@@ -196,4 +203,28 @@ wait:
 		}
 	}
 	return nil
+}
+
+// newResponder assembles the responder: standalone, or in Kubernetes mode
+// with the node's credential. The pod informer syncs in the background: until
+// it has, a pod is looked up with a GET (and a request while the API is out
+// of reach is answered 503).
+func newResponder(ctx context.Context, cfg *responder.Config, view *store.View, iss *issuer.Issuer, log *slog.Logger) (*responder.Responder, error) {
+	if cfg.Kubernetes == nil {
+		return responder.New(cfg, view, iss, log), nil
+	}
+	kc, err := kube.New(kube.Config{Kubeconfig: cfg.Kubernetes.Kubeconfig, NodeName: cfg.Node.Name, TokenLifetime: cfg.Kubernetes.Lifetime},
+		log.With("component", "kubernetes"))
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: %w", err)
+	}
+	h := responder.NewKubernetes(cfg, view, iss, kc, log)
+	kc.OnPodGone(h.ForgetPod)
+	go func() {
+		if err := kc.Start(ctx); err != nil && ctx.Err() == nil {
+			log.Error("kubernetes: pod informer stopped", "error", err.Error())
+		}
+	}()
+	log.Info("kubernetes mode", "node", cfg.Node.Name, "kubeconfig", cfg.Kubernetes.Kubeconfig, "audiences", cfg.Kubernetes.Audiences, "tokenLifetime", cfg.Kubernetes.Lifetime.String())
+	return h, nil
 }

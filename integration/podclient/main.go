@@ -2,7 +2,7 @@
 // Google client libraries, exactly as a workload would. The tests and the
 // demo run it inside a pod's netns (nsenter --net=...).
 //
-//	podclient [-audience A] [-o json|text]
+//	podclient [-audience A] [-access=false] [-o json|text]
 package main
 
 import (
@@ -35,10 +35,11 @@ func main() {
 	audience := flag.String("audience", "https://relying-party.example", "audience of the ID token")
 	output := flag.String("o", "json", "json (everything, tokens included) or text (no tokens)")
 	timeout := flag.Duration("timeout", 20*time.Second, "give up after this long")
+	access := flag.Bool("access", true, "also ask for an access token (there is none for a Kubernetes pod without a cloud exchange)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	a, err := ask(ctx, *audience)
+	a, err := ask(ctx, *audience, *access)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "podclient:", err)
 		os.Exit(3)
@@ -51,7 +52,7 @@ func main() {
 	json.NewEncoder(os.Stdout).Encode(a)
 }
 
-func ask(ctx context.Context, audience string) (Answer, error) {
+func ask(ctx context.Context, audience string, access bool) (Answer, error) {
 	var a Answer
 	var err error
 	c := metadata.NewClient(nil)
@@ -66,6 +67,9 @@ func ask(ctx context.Context, audience string) (Answer, error) {
 	}
 	if a.IDTokenClaims, err = claims(a.IDToken); err != nil {
 		return a, fmt.Errorf("ID token: %w", err)
+	}
+	if !access {
+		return a, nil
 	}
 	tok, err := google.ComputeTokenSource("").Token()
 	if err != nil {

@@ -3,6 +3,7 @@ package credentials
 import (
 	"container/list"
 	"context"
+	"errors"
 	"log/slog"
 	"maps"
 	"slices"
@@ -240,6 +241,33 @@ func (c *Cache) get(k *key, now time.Time, kid string) *entry {
 	return e
 }
 
+// unexpired returns the entry of k if its token has not expired at now,
+// whether or not it is due for a refresh.
+func (c *Cache) unexpired(k *key, now time.Time, kid string) *entry {
+	c.mu.RLock()
+	e := c.entries[*k]
+	c.mu.RUnlock()
+	if e == nil || c.keyed != nil && e.tok.KeyID != kid || !now.Before(e.tok.Expiry) || now.Before(e.tok.IssuedAt) {
+		return nil
+	}
+	return e
+}
+
+// ForgetPod drops every token of the pod with uid: its binding or its API
+// object is gone, and a pod-bound token is only ever served to its pod.
+func (c *Cache) ForgetPod(uid string) {
+	if uid == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.entries {
+		if k.podUID == uid {
+			c.removeLocked(e)
+		}
+	}
+}
+
 // getOrMint returns the token cached for k, or the one mint returns, which
 // it caches and audits. Concurrent callers with the same key share one
 // mint and its error.
@@ -253,6 +281,13 @@ func (c *Cache) getOrMint(ctx context.Context, k *key, s *subject.Subject, now t
 		ran = true
 		t, err := mint()
 		if err != nil {
+			// The source cannot mint now (its API is out of reach): a
+			// token it minted before is still good until it expires.
+			if stale := c.unexpired(k, now, kid); stale != nil && errors.Is(err, subject.ErrUnavailable) {
+				c.log.LogAttrs(ctx, slog.LevelWarn, "serving a cached token past its refresh: the source is unavailable",
+					slog.String("podUID", s.PodUID), slog.String("jti", stale.tok.ID), slog.Time("expiry", stale.tok.Expiry), slog.String("error", err.Error()))
+				return stale, nil
+			}
 			return nil, err
 		}
 		if t.IssuedAt.IsZero() {
@@ -279,6 +314,9 @@ func newEntry(k key, t Token) *entry {
 	reuse := t.IssuedAt.Add(t.Expiry.Sub(t.IssuedAt) / 2)
 	if idReuse := t.IssuedAt.Add(IDTokenReuse); k.kind != accessToken && idReuse.Before(reuse) {
 		reuse = idReuse
+	}
+	if !t.RefreshAt.IsZero() && t.RefreshAt.Before(t.Expiry) {
+		reuse = t.RefreshAt
 	}
 	size := len(t.Value) + k.size() + len(t.KeyID) + len(t.ID) + 256
 	for _, a := range t.Audience {
@@ -335,7 +373,9 @@ func (c *Cache) put(e *entry, now time.Time) {
 	c.entries[e.key] = e
 	c.bytes += e.size
 	for _, l := range []*list.List{&c.access, &c.id} {
-		for f := l.Front(); f != nil && !now.Before(f.Value.(*entry).reuse); f = l.Front() {
+		// Kept until they expire, not only until they are due for a
+		// refresh: one may be served while its source is unavailable.
+		for f := l.Front(); f != nil && !now.Before(f.Value.(*entry).tok.Expiry); f = l.Front() {
 			c.removeLocked(f.Value.(*entry))
 		}
 	}

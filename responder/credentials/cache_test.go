@@ -246,7 +246,8 @@ func TestCacheBounds(t *testing.T) {
 		}
 	}
 
-	// Stale entries of either list go at the next put.
+	// Expired entries of either list go at the next put (entries only due
+	// for a refresh stay: they are served while the source is unavailable).
 	c = newCache(&fakeSource{}, nil, 100, MaxCachedTokenBytes)
 	for i := range 10 {
 		k := accessToken
@@ -256,8 +257,14 @@ func TestCacheBounds(t *testing.T) {
 		c.put(entryAt(i, k, time.Minute), now)
 	}
 	c.put(entryAt(100, idToken, time.Hour), now.Add(2*time.Minute))
+	if c.Len() != 11 {
+		t.Errorf("%d entries after the others were due for a refresh, want 11", c.Len())
+	}
+	late := entryAt(101, idToken, 3*time.Hour)
+	late.tok.Expiry = now.Add(4 * time.Hour)
+	c.put(late, now.Add(2*time.Hour))
 	if c.Len() != 1 {
-		t.Errorf("%d entries after the others went stale, want 1", c.Len())
+		t.Errorf("%d entries after the others expired, want 1", c.Len())
 	}
 
 	// The byte cap.
@@ -269,4 +276,57 @@ func TestCacheBounds(t *testing.T) {
 	if c.Len() != 4 || c.bytes > 4*one {
 		t.Errorf("%d entries, %d bytes; cap %d bytes", c.Len(), c.bytes, 4*one)
 	}
+}
+
+// A source's RefreshAt sets the reuse window; past it, a source that is
+// unavailable gets the unexpired token served, and a pod's tokens go with
+// ForgetPod.
+func TestCacheRefreshAtStaleOnUnavailableAndForgetPod(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	clock := now
+	src := &refreshingSource{fakeSource: fakeSource{now: func() time.Time { return clock }}}
+	c := NewCache(src, nil)
+	c.Now = func() time.Time { return clock }
+	s := subject.Subject{PodUID: "uid-1", Namespace: "ns", Pod: "p"}
+	first, err := c.IDToken(context.Background(), s, "aud", FormatStandard, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock = now.Add(47 * time.Minute) // before RefreshAt (48 min): reused
+	if tok, _ := c.IDToken(context.Background(), s, "aud", FormatStandard, false); tok.Value != first.Value {
+		t.Fatalf("before RefreshAt: %s, want the cached %s", tok.Value, first.Value)
+	}
+	clock = now.Add(50 * time.Minute)
+	src.mu.Lock()
+	src.err = fmt.Errorf("api down: %w", subject.ErrUnavailable)
+	src.mu.Unlock()
+	if tok, err := c.IDToken(context.Background(), s, "aud", FormatStandard, false); err != nil || tok.Value != first.Value {
+		t.Fatalf("past RefreshAt with the source unavailable: %v, %v; want the unexpired %s", tok.Value, err, first.Value)
+	}
+	clock = now.Add(61 * time.Minute)
+	if _, err := c.IDToken(context.Background(), s, "aud", FormatStandard, false); !errors.Is(err, subject.ErrUnavailable) {
+		t.Fatalf("past expiry with the source unavailable: %v, want ErrUnavailable", err)
+	}
+	src.mu.Lock()
+	src.err = nil
+	src.mu.Unlock()
+	second, err := c.IDToken(context.Background(), s, "aud", FormatStandard, false)
+	if err != nil || second.Value == first.Value {
+		t.Fatalf("after the source returned: %v, %v", second.Value, err)
+	}
+	c.ForgetPod("uid-1")
+	if c.Len() != 0 {
+		t.Fatalf("%d entries after ForgetPod", c.Len())
+	}
+}
+
+// refreshingSource mints one-hour tokens due for a refresh at 80 %.
+type refreshingSource struct{ fakeSource }
+
+func (r *refreshingSource) IDToken(ctx context.Context, s subject.Subject, audience, format string, licenses bool) (Token, error) {
+	t, err := r.fakeSource.IDToken(ctx, s, audience, format, licenses)
+	if err == nil {
+		t.RefreshAt = t.IssuedAt.Add(48 * time.Minute)
+	}
+	return t, err
 }

@@ -26,6 +26,10 @@ type Token struct {
 	KeyID    string   // the key that signed it, if the source says
 	ID       string   // the token's ID (jti), which finds it in a relying party's logs
 	Audience []string // whom it is for
+	// RefreshAt, when set, is the source's own word on how long the cache
+	// serves the token before it mints the next (a Kubernetes token: until
+	// 20 % of its life remains); unset, the cache's rule for its kind.
+	RefreshAt time.Time
 }
 
 // ExpiresIn is the token's remaining life in whole seconds at now, rounded

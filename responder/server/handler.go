@@ -233,7 +233,7 @@ func (h *Handler) serve(w *Response, r *http.Request, c *caller) {
 	}
 	s, err := h.resolver.Resolve(r.Context(), c.binding)
 	if err != nil {
-		refuse(w, err)
+		Refuse(w, err)
 		return
 	}
 	s.Binding = c.binding // who calls is the store's to say, never the resolver's
@@ -254,8 +254,10 @@ func (h *Handler) route(path string) Flavour {
 // not know (subject.ErrUnavailable).
 const UnavailableRetryAfter = time.Second
 
-// refuse answers a resolver's error.
-func refuse(w *Response, err error) {
+// Refuse answers a resolver's error, or a credential source's of the same
+// kinds (subject.ErrNoIdentity, *subject.Refused, subject.ErrUnavailable);
+// anything else is a 500.
+func Refuse(w *Response, err error) {
 	var refused *subject.Refused
 	switch {
 	case errors.Is(err, subject.ErrNoIdentity):

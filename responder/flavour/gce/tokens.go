@@ -63,15 +63,16 @@ func (f *Flavour) serveIdentity(w *server.Response, r *http.Request, q url.Value
 	w.WriteString(t.Value)
 }
 
-// tokenError answers a source's error: 400 for a request it refuses, else
-// 500.
+// tokenError answers a source's error: 400 for a request it refuses as
+// asked, the refusal's own code (403, 404) with its reason, 503 when the
+// source is out of reach, else 500.
 func tokenError(w *server.Response, err error) {
 	var invalid *credentials.Invalid
 	if errors.As(err, &invalid) {
 		w.BadRequest(invalid.Reason)
 		return
 	}
-	w.Fail(err)
+	server.Refuse(w, err)
 }
 
 // writeAccessToken writes the access token response GCE's clients read,

@@ -1,0 +1,109 @@
+package subject
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/metabind/metabind/kube"
+	"github.com/metabind/metabind/store"
+)
+
+// GCPServiceAccountAnnotation names the Google service account a
+// Kubernetes service account stands for (GKE Workload Identity).
+const GCPServiceAccountAnnotation = "iam.gke.io/gcp-service-account"
+
+// API is the part of the Kubernetes client the resolver uses (kube.Client).
+type API interface {
+	Pod(ctx context.Context, namespace, name, uid string) (*corev1.Pod, error)
+	ServiceAccount(ctx context.Context, namespace, name string) (*corev1.ServiceAccount, error)
+}
+
+var _ API = (*kube.Client)(nil)
+
+// Kubernetes resolves a binding to the pod's Kubernetes service account:
+// the binding says which pod is calling (namespace, name and UID, as the
+// runtime told the plugin), the API says which account it runs as, and
+// the account's annotations which cloud identities it stands for. The
+// email served is the account's iam.gke.io/gcp-service-account, or
+// <project>.svc.id.goog as on GKE. Identity rules, when given, only narrow
+// who is served (and set the scopes); the pod's account is still the API's.
+type Kubernetes struct {
+	api       API
+	projectID string
+	narrow    *Static // nil: every pod with an account is served
+}
+
+var _ Resolver = (*Kubernetes)(nil)
+
+// NewKubernetes resolves through api; rules (may be empty) narrow who is
+// served.
+func NewKubernetes(api API, projectID string, rules []Rule) *Kubernetes {
+	k := &Kubernetes{api: api, projectID: projectID}
+	if len(rules) > 0 {
+		k.narrow = NewStatic(rules, projectID)
+	}
+	return k
+}
+
+// Resolve looks the binding's pod up by its UID (never by its address or
+// name alone: a pod deleted and recreated under its name is another pod)
+// and its service account.
+func (k *Kubernetes) Resolve(ctx context.Context, b store.Binding) (Subject, error) {
+	if b.PodUID == "" || b.Namespace == "" || b.Pod == "" {
+		return Subject{}, ErrNoIdentity // not a Kubernetes pod, or a runtime that gave no UID
+	}
+	scopes := []string{DefaultScope}
+	if k.narrow != nil {
+		i := k.narrow.Match(b)
+		if i < 0 {
+			return Subject{}, ErrNoIdentity
+		}
+		if r := k.narrow.rules[i]; len(r.Scopes) > 0 {
+			scopes = r.Scopes
+		}
+	}
+	pod, err := k.api.Pod(ctx, b.Namespace, b.Pod, b.PodUID)
+	if err != nil {
+		return Subject{}, APIError(err)
+	}
+	ksa := kube.ServiceAccountName(pod)
+	sa, err := k.api.ServiceAccount(ctx, pod.Namespace, ksa)
+	if err != nil {
+		return Subject{}, APIError(err)
+	}
+	s := Subject{
+		Binding:        b,
+		Namespace:      pod.Namespace,
+		Pod:            pod.Name,
+		PodUID:         string(pod.UID),
+		ServiceAccount: ksa,
+		Email:          k.projectID + WorkloadIdentitySuffix,
+		Scopes:         scopes,
+		Annotations:    sa.Annotations,
+	}
+	if gsa := sa.Annotations[GCPServiceAccountAnnotation]; gsa != "" {
+		s.Email, s.EmailClaim = gsa, gsa
+	}
+	return s, nil
+}
+
+// APIError maps the Kubernetes client's errors to the server's answers: a stale
+// binding (pod gone or replaced) is 404, the API's refusal 403 with its
+// reason, an API out of reach 503. Never a guess.
+func APIError(err error) error {
+	var forbidden *kube.ErrForbidden
+	switch {
+	case errors.Is(err, kube.ErrPodNotFound), errors.Is(err, kube.ErrServiceAccountNotFound):
+		return &Refused{Code: http.StatusNotFound, Reason: err.Error()}
+	case errors.As(err, &forbidden):
+		return &Refused{Code: http.StatusForbidden, Reason: forbidden.Reason}
+	case errors.Is(err, kube.ErrUnavailable):
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	default:
+		return err
+	}
+}
