@@ -115,8 +115,21 @@ func TestKubernetesMode(t *testing.T) {
 	})
 
 	t.Run("first token after ADD comes from the prefetched cache", func(t *testing.T) {
-		slices.Sort(firsts)
 		t.Logf("first ID token after ADD returned: %v (%d pods)", firsts, len(firsts))
+		// A new binding alone, with no request from its pod, has its token
+		// minted: the responder saw the ADD's commit and prefetched.
+		apiPod := c.CreatePod("payments", "api-quiet", "api", c.NodeName)
+		if _, err := n.addPodWithID(n.list, newPodNS(t), randomID(), "payments", "api-quiet", string(apiPod.UID)); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		for tokensIssued(n.responderLog(), string(apiPod.UID)) != 1 {
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("no token prefetched for a new binding within 5 s:\n%s", n.responderLog())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Logf("prefetched %v after the ADD returned, before any request", time.Since(start).Round(time.Millisecond))
 		// One TokenRequest per pod and audience: the prefetch's, which the
 		// first request joined or found done, and every later request too.
 		for _, p := range []*pod{api, site} {
@@ -124,6 +137,30 @@ func TestKubernetesMode(t *testing.T) {
 				t.Errorf("%s: %d tokens issued, want the one prefetched", p.name, got)
 			}
 		}
+	})
+
+	t.Run("churn: cache hit rate", func(t *testing.T) {
+		// 20 pods come and go one after the other; each asks for its ID token
+		// five times while it lives (an SDK's refreshes, several clients).
+		const pods, asks = 20, 5
+		before := strings.Count(n.responderLog(), `"msg":"token issued"`)
+		for i := range pods {
+			p := add("payments", fmt.Sprintf("churn-%d", i), "api") // its first ask
+			for range asks - 1 {
+				p.idToken(t, grantedAudience, 200)
+			}
+			n.delPod(t, p)
+			c.DeletePod("payments", p.name)
+		}
+		minted := strings.Count(n.responderLog(), `"msg":"token issued"`) - before
+		hits := pods*asks - minted
+		t.Logf("churn: %d pods x %d asks, %d TokenRequests (prefetches): cache hit rate %.0f%%", pods, asks, minted, 100*float64(hits)/float64(pods*asks))
+		if minted != pods {
+			t.Errorf("%d tokens minted for %d pods, want one each (the prefetch)", minted, pods)
+		}
+		churned := firsts[len(firsts)-pods:]
+		slices.Sort(churned)
+		t.Logf("first ID token after ADD returned, %d pods: p50 %v, max %v", pods, churned[pods/2], churned[pods-1])
 	})
 
 	t.Run("audiences: not granted in RBAC, not configured", func(t *testing.T) {
