@@ -4,7 +4,7 @@ BIN     := $(CURDIR)/bin
 CNI_BIN := $(CURDIR)/.cache/cni/bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build testhooks deps test gotest fuzz demo bench clean
+.PHONY: build testhooks deps kube-deps test gotest fuzz demo bench clean
 
 ## build: the three binaries into bin/
 build:
@@ -14,14 +14,18 @@ build:
 testhooks:
 	$(GO) build -tags metabind_testhooks -o $(BIN)/test/metabind ./cmd/metabind
 
-## deps: iptables/iproute2 (apt) and the pinned reference CNI plugins
+## deps: iptables/iproute2/containerd (apt), the pinned reference CNI plugins, cnitool, crictl
 deps:
 	scripts/install-deps.sh
+
+## kube-deps: deps, and etcd (apt), kube-apiserver and kube-controller-manager (tools/kube, into .cache/kube)
+kube-deps:
+	scripts/install-deps.sh --kube
 
 ## test: unit, integration and attack tests (root), then every fuzz target briefly
 test: gotest fuzz
 
-gotest: deps build testhooks
+gotest: kube-deps build testhooks
 	METABIND_BIN_DIR=$(BIN) METABIND_TESTHOOK_BIN_DIR=$(BIN)/test CNI_PLUGINS_DIR=$(CNI_BIN) $(GO) test -count=1 -timeout 30m ./...
 
 ## fuzz: every fuzz target for FUZZTIME (default 10s) each

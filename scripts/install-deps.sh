@@ -15,7 +15,7 @@ need_apt=()
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nsenter >/dev/null || need_apt+=(util-linux)
-command -v etcd >/dev/null || need_apt+=(etcd-server)
+[ "${1:-}" != "--kube" ] || command -v etcd >/dev/null || need_apt+=(etcd-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps: need root to apt-get install ${need_apt[*]}" >&2
@@ -37,8 +37,12 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   GOBIN=$CNI_BIN go install "github.com/containernetworking/cni/cnitool@$CNI_VERSION"
   echo "$want" > "$stamp"
 fi
-# The control plane of the Kubernetes tests (integration/kubeapi). Rebuilt
-# when missing or when tools/kube pins another version than the one built.
+scripts/install-containerd.sh
+
+# The control plane of the Kubernetes tests (integration/kubeapi), only with
+# --kube (make test; the demo does not need it). Rebuilt when missing or when
+# tools/kube pins another version than the one built.
+[ "${1:-}" = "--kube" ] || exit 0
 KUBE_BIN=${KUBE_BIN_DIR:-$PWD/.cache/kube}
 kube_version=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' tools/kube/go.mod)
 want="kubernetes=$kube_version"
@@ -50,5 +54,3 @@ if [ ! -x "$KUBE_BIN/kube-apiserver" ] || [ ! -x "$KUBE_BIN/kube-controller-mana
   (cd tools/kube && go build -o "$KUBE_BIN/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
   echo "$want" > "$KUBE_BIN/.versions"
 fi
-
-scripts/install-containerd.sh
