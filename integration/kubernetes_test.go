@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/golang-jwt/jwt/v5"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -177,6 +180,15 @@ func TestKubernetesMode(t *testing.T) {
 		c.DeletePod("payments", "api-2")
 		c.CreatePod("payments", "api-2", "api", c.NodeName) // a new UID; the old binding lingers (no DEL yet)
 		pollStatus(t, old, grantedAudience, 404, 10*time.Second)
+		// The request's log line says why (request lines are written in
+		// batches, at most 100 ms late).
+		deadline := time.Now().Add(2 * time.Second)
+		for !strings.Contains(n.responderLog(), `"reason":"get pod payments/api-2: UID`) {
+			if time.Now().After(deadline) {
+				t.Fatalf("no request log line with the refusal's reason:\n%s", n.responderLog())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 	})
 
 	t.Run("a binding whose pod is on another node is refused", func(t *testing.T) {
@@ -328,4 +340,61 @@ func tokensIssued(log, uid string) int {
 		}
 	}
 	return n
+}
+
+// Kubernetes mode with a real container runtime: a Pod created through the
+// API, its sandbox run by containerd's CRI plugin with the API object's UID
+// (as kubelet passes it), the binding made by containerd's CNI ADD, and the
+// real Go client in the sandbox gets the cluster's ID token, bound to that
+// pod, which verifies against the API server's JWKS.
+func TestKubernetesModeThroughContainerd(t *testing.T) {
+	requireEnv(t)
+	tools := lookContainerdTools(t)
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.74.0/24"})
+	c := kubeapi.Start(t, t.TempDir(), kubeapi.NetNS(n.ns.Path()))
+	c.GrantAudience(grantedAudience)
+	c.CreateServiceAccount("payments", "api", map[string]string{"iam.gke.io/gcp-service-account": gsaEmail})
+	apiPod := c.CreatePod("payments", "api-cri", "api", c.NodeName)
+	n.startResponder(t, kubernetesResponderConfig(c))
+	cd := startContainerd(t, n, tools)
+	cd.importImage(t, buildPauseImage(t, cd.dir))
+
+	config := filepath.Join(t.TempDir(), "pod.json")
+	podJSON := fmt.Sprintf(`{"metadata": {"name": %q, "namespace": "payments", "uid": %q, "attempt": 0},
+		"linux": {"security_context": {"namespace_options": {"network": 0}}}}`, apiPod.Name, apiPod.UID)
+	if err := os.WriteFile(config, []byte(podJSON), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	id := strings.TrimSpace(cd.crictl(t, "runp", config))
+	t.Cleanup(func() {
+		cd.crictl(t, "stopp", id)
+		cd.crictl(t, "rmp", id)
+	})
+	netnsPath := cd.inspectPod(t, id).netnsPath()
+	podNS, err := ns.GetNS(netnsPath)
+	if err != nil {
+		t.Fatalf("open the sandbox's netns %s: %v", netnsPath, err)
+	}
+	out, err := exec.Command("nsenter", "--net="+netnsPath, "--", podClient, "-audience", grantedAudience, "-access=false").CombinedOutput()
+	podNS.Close()
+	if err != nil {
+		t.Fatalf("podclient in the containerd sandbox: %v\n%s", err, out)
+	}
+	var a sdkAnswer
+	if err := json.Unmarshal(out, &a); err != nil {
+		t.Fatal(err)
+	}
+	var keys jose.JSONWebKeySet
+	if err := json.Unmarshal(c.JWKS(), &keys); err != nil {
+		t.Fatal(err)
+	}
+	claims, err := verifyCluster(a.IDToken, keys, c.Issuer, grantedAudience)
+	if err != nil {
+		t.Fatalf("the sandbox's ID token does not verify against the API server's JWKS: %v", err)
+	}
+	if a.Email != gsaEmail || claims.Subject != "system:serviceaccount:payments:api" ||
+		claims.Kubernetes.Pod.UID != string(apiPod.UID) || claims.Kubernetes.Pod.Name != apiPod.Name {
+		t.Errorf("email %q, sub %q, pod %s/%s; want %s, system:serviceaccount:payments:api, %s/%s",
+			a.Email, claims.Subject, claims.Kubernetes.Pod.Name, claims.Kubernetes.Pod.UID, gsaEmail, apiPod.Name, apiPod.UID)
+	}
 }

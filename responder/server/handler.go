@@ -267,6 +267,7 @@ func Refuse(w *Response, err error) {
 		if code < 400 || code > 499 {
 			code = http.StatusForbidden
 		}
+		w.reason = refused.Reason
 		w.Error(code, refused.Reason)
 	case errors.Is(err, subject.ErrUnavailable):
 		w.err = err
@@ -334,6 +335,9 @@ func (h *Handler) logRequest(r *http.Request, w *Response, c *caller, d time.Dur
 		slog.Int("status", status),
 		slog.Duration("duration", d),
 	)
+	if w.reason != "" {
+		attrs = append(attrs, slog.String("reason", w.reason))
+	}
 	if w.err != nil {
 		attrs = append(attrs, slog.String("error", w.err.Error()))
 	}

@@ -11,6 +11,9 @@ type Response struct {
 	http.ResponseWriter
 	status int
 	err    error
+	// reason is why a caller was refused (a resolver's or source's
+	// refusal), for the request's log line.
+	reason string
 }
 
 func (w *Response) WriteHeader(code int) {
