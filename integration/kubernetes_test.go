@@ -183,7 +183,7 @@ func TestKubernetesMode(t *testing.T) {
 		// The request's log line says why (request lines are written in
 		// batches, at most 100 ms late).
 		deadline := time.Now().Add(2 * time.Second)
-		for !strings.Contains(n.responderLog(), `"reason":"get pod payments/api-2: UID`) {
+		for !strings.Contains(n.responderLog(), `"reason":"pod payments/api-2 (UID `+old.uid+`) was deleted`) && !strings.Contains(n.responderLog(), `"reason":"get pod payments/api-2: UID`) {
 			if time.Now().After(deadline) {
 				t.Fatalf("no request log line with the refusal's reason:\n%s", n.responderLog())
 			}
