@@ -393,8 +393,8 @@ func TestAgainstAPIServer(t *testing.T) {
 				_, err := kc.Pod(ctx, "team", "never-created", "00000000-0000-0000-0000-000000000002")
 				return err
 			},
-			"ServiceAccount (cache expired)": func() error {
-				_, err := sac.ServiceAccount(ctx, "team", "api")
+			"ServiceAccount (never fetched)": func() error {
+				_, err := sac.ServiceAccount(ctx, "team", "never-fetched")
 				return err
 			},
 			"TokenRequest": func() error {
@@ -413,6 +413,12 @@ func TestAgainstAPIServer(t *testing.T) {
 				t.Errorf("%s: ErrUnavailable after %v, want within %v", name, took, bound)
 			}
 			t.Logf("%s with the API stopped: %v after %v", name, err, took.Round(time.Millisecond))
+		}
+		// A ServiceAccount fetched before, its cache expired, is served as
+		// last seen while the API is out of reach: the pod keeps its
+		// identity (and its cached tokens their key).
+		if sa, err := sac.ServiceAccount(ctx, "team", "api"); err != nil || sa.Name != "api" {
+			t.Errorf("ServiceAccount (cache expired) during the outage: %v, %v; want the last copy", sa, err)
 		}
 		// What the informer saw is still served.
 		if _, err := kc.Pod(ctx, "team", "outage", string(pod.UID)); err != nil {
