@@ -11,7 +11,8 @@ import (
 
 const issuerURL = "https://metabind.test/node-test"
 
-// k8sClaims are the Kubernetes service-account claims metabind signs.
+// k8sClaims are the Kubernetes service-account claims metabind signs, and
+// the cluster's issuer too (without email).
 type k8sClaims struct {
 	jwt.RegisteredClaims
 	Email      string `json:"email"`
@@ -48,6 +49,12 @@ func (p *pod) jwks(t *testing.T) jose.JSONWebKeySet {
 // verify checks the signature against keys, the issuer, the audience and
 // the time claims, and returns the claims.
 func verify(token string, keys jose.JSONWebKeySet, audience string) (*k8sClaims, error) {
+	return verifyFrom(token, keys, issuerURL, audience)
+}
+
+// verifyFrom is verify for tokens of another issuer: the cluster's, whose
+// keys may be RSA.
+func verifyFrom(token string, keys jose.JSONWebKeySet, issuer, audience string) (*k8sClaims, error) {
 	claims := &k8sClaims{}
 	_, err := jwt.ParseWithClaims(token, claims, func(tok *jwt.Token) (any, error) {
 		kid, _ := tok.Header["kid"].(string)
@@ -56,7 +63,7 @@ func verify(token string, keys jose.JSONWebKeySet, audience string) (*k8sClaims,
 			return nil, fmt.Errorf("kid %q: %d keys in the JWKS", kid, len(found))
 		}
 		return found[0].Key, nil
-	}, jwt.WithValidMethods([]string{"ES256"}), jwt.WithIssuer(issuerURL), jwt.WithAudience(audience),
+	}, jwt.WithValidMethods([]string{"ES256", "RS256"}), jwt.WithIssuer(issuer), jwt.WithAudience(audience),
 		jwt.WithIssuedAt(), jwt.WithExpirationRequired())
 	return claims, err
 }

@@ -14,7 +14,6 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/go-jose/go-jose/v4"
-	"github.com/golang-jwt/jwt/v5"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/metabind/metabind/integration/kubeapi"
@@ -77,7 +76,7 @@ func TestKubernetesMode(t *testing.T) {
 			{site, "frontend", "test-project.svc.id.goog", false},
 		} {
 			token := tc.p.idToken(t, grantedAudience, 200)
-			claims, err := verifyCluster(token, keys, c.Issuer, grantedAudience)
+			claims, err := verifyFrom(token, keys, c.Issuer, grantedAudience)
 			if err != nil {
 				t.Fatalf("%s's ID token does not verify against the API server's JWKS: %v", tc.p.name, err)
 			}
@@ -110,7 +109,7 @@ func TestKubernetesMode(t *testing.T) {
 				if a.Email != tc.email {
 					t.Errorf("Go client's email %q, want %q", a.Email, tc.email)
 				}
-				if _, err := verifyCluster(a.IDToken, keys, c.Issuer, grantedAudience); err != nil {
+				if _, err := verifyFrom(a.IDToken, keys, c.Issuer, grantedAudience); err != nil {
 					t.Errorf("Go client's ID token: %v", err)
 				}
 			}
@@ -297,40 +296,6 @@ func pollStatus(t *testing.T, p *pod, audience string, want int, within time.Dur
 	}
 }
 
-// clusterClaims are the claims of a token the cluster's issuer signed.
-type clusterClaims struct {
-	jwt.RegisteredClaims
-	Kubernetes struct {
-		Namespace string `json:"namespace"`
-		Pod       struct {
-			Name string `json:"name"`
-			UID  string `json:"uid"`
-		} `json:"pod"`
-		ServiceAccount struct {
-			Name string `json:"name"`
-		} `json:"serviceaccount"`
-		Node struct {
-			Name string `json:"name"`
-		} `json:"node"`
-	} `json:"kubernetes.io"`
-}
-
-// verifyCluster checks a token as a relying party of the cluster would:
-// signature against the API server's JWKS, issuer, audience, time claims.
-func verifyCluster(token string, keys jose.JSONWebKeySet, issuer, audience string) (*clusterClaims, error) {
-	claims := &clusterClaims{}
-	_, err := jwt.ParseWithClaims(token, claims, func(tok *jwt.Token) (any, error) {
-		kid, _ := tok.Header["kid"].(string)
-		found := keys.Key(kid)
-		if len(found) != 1 {
-			return nil, fmt.Errorf("kid %q: %d keys in the JWKS", kid, len(found))
-		}
-		return found[0].Key, nil
-	}, jwt.WithValidMethods([]string{"RS256", "ES256"}), jwt.WithIssuer(issuer), jwt.WithAudience(audience),
-		jwt.WithIssuedAt(), jwt.WithExpirationRequired())
-	return claims, err
-}
-
 // tokensIssued counts the audit lines of tokens minted for the pod uid.
 func tokensIssued(log, uid string) int {
 	n := 0
@@ -388,7 +353,7 @@ func TestKubernetesModeThroughContainerd(t *testing.T) {
 	if err := json.Unmarshal(c.JWKS(), &keys); err != nil {
 		t.Fatal(err)
 	}
-	claims, err := verifyCluster(a.IDToken, keys, c.Issuer, grantedAudience)
+	claims, err := verifyFrom(a.IDToken, keys, c.Issuer, grantedAudience)
 	if err != nil {
 		t.Fatalf("the sandbox's ID token does not verify against the API server's JWKS: %v", err)
 	}
