@@ -67,6 +67,16 @@ type key struct {
 	param                               string // access: the scopes, space-separated; ID: the audience
 }
 
+// keyFor is newKey as this cache keys: without the pod for a shared
+// source (the account's token serves all its pods).
+func (c *Cache) keyFor(s *subject.Subject, k kind, param string) key {
+	key := newKey(s, k, param)
+	if c.shared {
+		key.podUID, key.containerID, key.pod = "", "", ""
+	}
+	return key
+}
+
 func newKey(s *subject.Subject, k kind, param string) key {
 	return key{
 		podUID:         s.PodUID,
@@ -127,6 +137,9 @@ type entry struct {
 	reuse time.Time // served from the cache until then
 	size  int       // bytes counted against MaxCachedTokenBytes
 	elem  *list.Element
+	// users are the pods (UIDs) a shared entry was served to; it goes with
+	// the last of them (see ForgetPod). Guarded by the cache's mu.
+	users map[string]struct{}
 }
 
 // Cache is the one token cache, in front of any Source: a request is
@@ -139,9 +152,10 @@ type Cache struct {
 	// Now is the cache's clock; tests replace it before first use.
 	Now func() time.Time
 
-	src   Source
-	keyed KeyedSource // src, if it is one
-	log   *slog.Logger
+	src    Source
+	keyed  KeyedSource // src, if it is one
+	shared bool        // src is a SharedSource that shares
+	log    *slog.Logger
 
 	maxEntries int
 	maxBytes   int
@@ -169,15 +183,18 @@ func newCache(src Source, log *slog.Logger, maxEntries, maxBytes int) *Cache {
 		log = slog.New(slog.DiscardHandler)
 	}
 	keyed, _ := src.(KeyedSource)
-	return &Cache{Now: time.Now, src: src, keyed: keyed, log: log, maxEntries: maxEntries, maxBytes: maxBytes, entries: make(map[key]*entry)}
+	sh, _ := src.(SharedSource)
+	return &Cache{Now: time.Now, src: src, keyed: keyed, shared: sh != nil && sh.SharedAcrossPods(), log: log,
+		maxEntries: maxEntries, maxBytes: maxBytes, entries: make(map[key]*entry)}
 }
 
 // AccessToken returns the cached access token of s for scopes, or mints
 // one.
 func (c *Cache) AccessToken(ctx context.Context, s subject.Subject, scopes []string) (Token, error) {
-	k := newKey(&s, accessToken, scopeParam(scopes))
+	k := c.keyFor(&s, accessToken, scopeParam(scopes))
 	now, kid := c.Now(), c.currentKeyID()
 	if e := c.get(&k, now, kid); e != nil {
+		c.use(e, &s)
 		c.logHit(ctx, &s, e, now)
 		return e.tok, nil
 	}
@@ -193,10 +210,11 @@ func (c *Cache) IDToken(ctx context.Context, s subject.Subject, audience, format
 	} else {
 		licenses = false
 	}
-	k := newKey(&s, kd, audience)
+	k := c.keyFor(&s, kd, audience)
 	k.licenses = licenses
 	now, kid := c.Now(), c.currentKeyID()
 	if e := c.get(&k, now, kid); e != nil {
+		c.use(e, &s)
 		c.logHit(ctx, &s, e, now)
 		return e.tok, nil
 	}
@@ -262,10 +280,34 @@ func (c *Cache) ForgetPod(uid string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, e := range c.entries {
-		if k.podUID == uid {
+		if c.shared {
+			delete(e.users, uid)
+			if len(e.users) == 0 {
+				c.removeLocked(e)
+			}
+		} else if k.podUID == uid {
 			c.removeLocked(e)
 		}
 	}
+}
+
+// use records that the pod of s was served e (shared entries only).
+func (c *Cache) use(e *entry, s *subject.Subject) {
+	if !c.shared || s.PodUID == "" {
+		return
+	}
+	c.mu.RLock()
+	_, ok := e.users[s.PodUID]
+	c.mu.RUnlock()
+	if ok {
+		return
+	}
+	c.mu.Lock()
+	if e.users == nil {
+		e.users = map[string]struct{}{}
+	}
+	e.users[s.PodUID] = struct{}{}
+	c.mu.Unlock()
 }
 
 // getOrMint returns the token cached for k, or the one mint returns, which
@@ -302,6 +344,7 @@ func (c *Cache) getOrMint(ctx context.Context, k *key, s *subject.Subject, now t
 		return Token{}, err
 	}
 	e := v.(*entry)
+	c.use(e, s)
 	if !ran {
 		c.logHit(ctx, s, e, now)
 	}

@@ -330,3 +330,36 @@ func (r *refreshingSource) IDToken(ctx context.Context, s subject.Subject, audie
 	}
 	return t, err
 }
+
+// sharedSource's tokens are an account's, not a pod's.
+type sharedSource struct{ fakeSource }
+
+func (*sharedSource) SharedAcrossPods() bool { return true }
+
+// The pods of one account share its token: one mint for both; it goes
+// with the last of them, and another account never sees it.
+func TestSharedSourceTokensArePerAccount(t *testing.T) {
+	src := &sharedSource{fakeSource{now: time.Now}}
+	c := NewCache(src, nil)
+	pod := func(uid, ksa string) subject.Subject {
+		return subject.Subject{PodUID: uid, Pod: "p-" + uid, Namespace: "ns", ServiceAccount: ksa, Binding: store.Binding{ContainerID: "c-" + uid}}
+	}
+	a1, a2, b := pod("a1", "api"), pod("a2", "api"), pod("b", "web")
+	scopes := []string{DefaultScopeForTest}
+	t1, _ := c.AccessToken(context.Background(), a1, scopes)
+	t2, _ := c.AccessToken(context.Background(), a2, scopes)
+	t3, _ := c.AccessToken(context.Background(), b, scopes)
+	if t1.Value != t2.Value || t3.Value == t1.Value || src.mints != 2 {
+		t.Fatalf("tokens %s %s %s after %d mints; want the two api pods to share one, web its own", t1.Value, t2.Value, t3.Value, src.mints)
+	}
+	c.ForgetPod("a1")
+	if tok, _ := c.AccessToken(context.Background(), a2, scopes); tok.Value != t1.Value {
+		t.Fatalf("the account's token went with one of its two pods")
+	}
+	c.ForgetPod("a2")
+	if c.Len() != 1 {
+		t.Fatalf("%d entries after the account's last pod went, want web's alone", c.Len())
+	}
+}
+
+const DefaultScopeForTest = "https://www.googleapis.com/auth/cloud-platform"

@@ -64,6 +64,15 @@ type KeyedSource interface {
 	CurrentKeyID() string
 }
 
+// SharedSource is a source whose tokens are not bound to a pod (a cloud's
+// tokens for an account): the cache shares one token among the pods of one
+// account on the node, instead of minting one per pod, and drops it when
+// the last of those pods goes.
+type SharedSource interface {
+	Source
+	SharedAcrossPods() bool
+}
+
 // Invalid is a token request a source refuses as it is asked (the flavour
 // answers 400 with Reason).
 type Invalid struct{ Reason string }
