@@ -80,6 +80,22 @@ func (k *Kubernetes) IDToken(ctx context.Context, s subject.Subject, audience, _
 	return t, nil
 }
 
+// SubjectToken is the pod-bound token a cloud exchanges for its
+// credentials: audience is the cloud's (a workload identity provider's,
+// sts.amazonaws.com), granted to system:nodes in RBAC but not one pods may
+// ask for themselves, so it is not checked against Audiences.
+func (k *Kubernetes) SubjectToken(ctx context.Context, s subject.Subject, audience string) (string, error) {
+	pod, err := k.api.Pod(ctx, s.Namespace, s.Pod, s.PodUID)
+	if err != nil {
+		return "", subject.APIError(err)
+	}
+	value, _, err := k.api.TokenRequest(ctx, pod, audience, k.lifetime)
+	if err != nil {
+		return "", subject.APIError(err)
+	}
+	return value, nil
+}
+
 // describe fills what the audit line says of a token the cluster signed
 // (issued at, jti, kid) from its own header and claims, unverified: they
 // are only read, the API server just handed it over TLS.

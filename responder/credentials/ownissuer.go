@@ -58,6 +58,14 @@ func (o *OwnIssuer) IDToken(_ context.Context, s subject.Subject, audience, form
 	return o.sign(c, TypeIDToken)
 }
 
+// SubjectToken is the node issuer's ID token for audience (a workload
+// identity provider's), which a cloud exchanges for its credentials: the
+// provider trusts the issuer's JWKS, uploaded to it (`metabindctl keys jwks`).
+func (o *OwnIssuer) SubjectToken(ctx context.Context, s subject.Subject, audience string) (string, error) {
+	t, err := o.IDToken(ctx, s, audience, FormatStandard, false)
+	return t.Value, err
+}
+
 // CurrentKeyID names the key the issuer signs with now.
 func (o *OwnIssuer) CurrentKeyID() string { return o.iss.KeyID() }
 
