@@ -38,6 +38,7 @@ import (
 type Config struct {
 	Project    ProjectConfig  `json:"project"`
 	Node       NodeConfig     `json:"node"`
+	Cluster    *ClusterConfig `json:"cluster,omitempty"`
 	Issuer     issuer.Config  `json:"issuer"`
 	Limits     LimitsConfig   `json:"limits,omitempty"`
 	Identities []subject.Rule `json:"identities"`
@@ -104,6 +105,36 @@ type NodeConfig struct {
 	// Name defaults to the host name.
 	Name string `json:"name,omitempty"`
 	Zone string `json:"zone"`
+}
+
+// ClusterConfig is the optional cluster: section: the Kubernetes cluster
+// the node belongs to, as GKE's metadata server tells pods
+// (instance/attributes/cluster-name, cluster-location, cluster-uid). Name
+// and location are required; an omitted uid is not served.
+//
+//	cluster:
+//	  name: prod-1
+//	  location: us-central1      # the cluster's region or zone
+//	  uid: 0123456789abcdef...   # optional
+type ClusterConfig struct {
+	Name     string `json:"name"`
+	Location string `json:"location"`
+	UID      string `json:"uid,omitempty"`
+}
+
+func (c *ClusterConfig) complete() error {
+	for _, f := range []struct {
+		key, value string
+		required   bool
+	}{{"name", c.Name, true}, {"location", c.Location, true}, {"uid", c.UID, false}} {
+		switch {
+		case f.value == "" && f.required:
+			return fmt.Errorf("cluster.%s is required", f.key)
+		case f.value != "" && !plainName(f.value):
+			return fmt.Errorf("cluster.%s: %q has characters a metadata value cannot hold", f.key, f.value)
+		}
+	}
+	return nil
 }
 
 // Per-caller rate limit defaults and bounds. The defaults let an SDK
@@ -240,6 +271,11 @@ func (c *Config) complete() error {
 	}
 	if !plainName(c.Node.Zone) {
 		return fmt.Errorf("node.zone: %q has characters a zone cannot hold", c.Node.Zone)
+	}
+	if c.Cluster != nil {
+		if err := c.Cluster.complete(); err != nil {
+			return err
+		}
 	}
 
 	if err := c.Issuer.Complete(); err != nil {

@@ -49,6 +49,23 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
+func TestParseConfigCluster(t *testing.T) {
+	cfg, err := ParseConfig([]byte(goodConfig + "cluster: {name: prod-1, location: us-central1-a, uid: abc123}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (ClusterConfig{Name: "prod-1", Location: "us-central1-a", UID: "abc123"}); cfg.Cluster == nil || *cfg.Cluster != want {
+		t.Errorf("cluster = %+v, want %+v", cfg.Cluster, want)
+	}
+	cfg, err = ParseConfig([]byte(goodConfig + "cluster: {name: prod-1, location: us-central1}\n"))
+	if err != nil || cfg.Cluster.UID != "" {
+		t.Errorf("cluster without uid: %+v, %v", cfg.Cluster, err)
+	}
+	if cfg, err := ParseConfig([]byte(goodConfig)); err != nil || cfg.Cluster != nil {
+		t.Errorf("no cluster section: %+v, %v", cfg.Cluster, err)
+	}
+}
+
 func TestParseConfigDefaultsAndForms(t *testing.T) {
 	host, _ := os.Hostname()
 	for name, text := range map[string]string{
@@ -116,6 +133,13 @@ func TestParseConfigErrors(t *testing.T) {
 		{"huge burst", head + "limits: {burst: 100001}\n", "limits.burst"},
 		{"fractional burst", head + "limits: {burst: 1.5}\n", "burst"},
 		{"unknown limit", head + "limits: {perPod: 3}\n", `unknown field "perPod"`},
+		{"cluster without name", head + "cluster: {location: us-central1}\n", "cluster.name is required"},
+		{"cluster without location", head + "cluster: {name: c}\n", "cluster.location is required"},
+		{"empty cluster", head + "cluster: {}\n", "cluster.name is required"},
+		{"cluster name with slash", head + "cluster: {name: a/b, location: l}\n", "cluster.name"},
+		{"cluster location with space", head + "cluster: {name: c, location: \"us central1\"}\n", "cluster.location"},
+		{"cluster uid with control character", head + "cluster: {name: c, location: l, uid: \"u\\x01\"}\n", "cluster.uid"},
+		{"unknown cluster field", head + "cluster: {name: c, location: l, project: p}\n", `unknown field "project"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseConfig([]byte(tc.text))

@@ -54,14 +54,14 @@ func allowed(path, email string, tokens bool) bool {
 	}
 	const v1 = "/computeMetadata/v1"
 	const sa = v1 + "/instance/service-accounts"
-	dirs := []string{"/computeMetadata", v1, v1 + "/project", v1 + "/instance", sa, sa + "/default", sa + "/" + email}
+	dirs := []string{"/computeMetadata", v1, v1 + "/project", v1 + "/instance", v1 + "/instance/attributes", v1 + "/universe", sa, sa + "/default", sa + "/" + email}
 	for _, d := range dirs {
 		if path == d || path == d+"/" {
 			return true
 		}
 	}
 	leaves := []string{v1 + "/project/project-id", v1 + "/project/numeric-project-id",
-		v1 + "/instance/hostname", v1 + "/instance/id", v1 + "/instance/name", v1 + "/instance/zone"}
+		v1 + "/instance/hostname", v1 + "/instance/id", v1 + "/instance/name", v1 + "/instance/zone", v1 + "/universe/universe-domain"}
 	for _, acct := range []string{"default", email} {
 		leaves = append(leaves, sa+"/"+acct+"/email", sa+"/"+acct+"/aliases", sa+"/"+acct+"/scopes")
 		if tokens {
@@ -101,6 +101,8 @@ func FuzzHandlerPath(f *testing.F) {
 		{sa + "/DEFAULT/token", ""},
 		{sa + "/default/token%00", ""},
 		{"/computeMetadata/v1/instance/attributes/", "wait_for_change=true&timeout_sec=1"},
+		{"/computeMetadata/v1/instance/attributes/cluster-name", ""},
+		{"/computeMetadata/v1/universe/universe-domain", "alt=json"},
 		{"/computeMetadata/v1/project/project-id", "wait_for_change=true&last_etag=x"},
 		{"/computeMetadata/v1/project/project-id", "alt=json&alt=text"},
 		{"/computeMetadata/v1/project/project-id", "a=%zz"},
@@ -192,6 +194,8 @@ func FuzzParseConfig(f *testing.F) {
 		testConfig + "limits: {requestsPerSecond: .nan}\n",
 		testConfig + "limits: {requestsPerSecond: .inf, burst: -1}\n",
 		testConfig + "limits: {burst: 1e20}\n",
+		testConfig + "cluster: {name: c, location: l, uid: u}\n",
+		testConfig + "cluster: {name: c, location: \"l\\u0085\"}\n",
 		`{"project": {"id": "p", "numericId": 42}, "node": {"name": "n", "zone": "z"}, "issuer": {"url": "http://127.0.0.1:8080", "tokenLifetime": "59m59s"}}`,
 		"project: {id: p, numericId: 18446744073709551616}\nnode: {name: n, zone: z}\nissuer: {url: https://i.example}\n",
 		"project: {id: p, numericId: \"007\"}\nnode: {name: n, zone: z}\nissuer: {url: https://i.example, tokenLifetime: 1h0m0.000000001s}\n",
@@ -266,6 +270,13 @@ func checkConfigInvariants(t *testing.T, cfg *Config) {
 	for name, s := range map[string]string{"project.id": cfg.Project.ID, "node.name": cfg.Node.Name, "node.zone": cfg.Node.Zone} {
 		if !servable(s) || strings.ContainsAny(s, "/\\?#% ") {
 			fail("%s %q cannot be served", name, s)
+		}
+	}
+	if c := cfg.Cluster; c != nil {
+		for name, s := range map[string]string{"cluster.name": c.Name, "cluster.location": c.Location, "cluster.uid": c.UID} {
+			if (s != "" || name != "cluster.uid") && (!servable(s) || strings.ContainsAny(s, "/\\?#% ")) {
+				fail("%s %q cannot be served", name, s)
+			}
 		}
 	}
 	u, err := url.Parse(cfg.Issuer.URL)

@@ -208,7 +208,7 @@ func TestHandler(t *testing.T) {
 		{name: "discovery under issuer path", target: "/node-1/.well-known/openid-configuration", ip: unboundIP, header: map[string]string{}, status: 200, ctype: "application/json"},
 		{name: "jwks", target: "/openid/v1/jwks", ip: unboundIP, header: map[string]string{}, status: 200, ctype: "application/jwk-set+json", contains: `"alg":"ES256"`},
 		{name: "jwks store broken", target: "/openid/v1/jwks", ip: brokenIP, status: 200},
-		{name: "node probe", target: v1 + "/instance", status: 200, ctype: textType, body: "hostname\nid\nname\nservice-accounts/\nzone\n"},
+		{name: "node probe", target: v1 + "/instance", status: 200, ctype: textType, body: "attributes/\nhostname\nid\nname\nservice-accounts/\nzone\n"},
 
 		// Refusals.
 		{name: "no flavor", target: v1 + "/project/project-id", header: map[string]string{}, status: 403},
@@ -223,7 +223,7 @@ func TestHandler(t *testing.T) {
 		{name: "bad alt", target: v1 + "/project/project-id?alt=xml", status: 400},
 
 		// Odd paths.
-		{name: "unknown", target: v1 + "/instance/attributes/", status: 404},
+		{name: "unknown", target: v1 + "/instance/guest-attributes/", status: 404},
 		{name: "unknown top", target: "/latest/meta-data/", status: 404},
 		{name: "v1 suffix", target: "/computeMetadata/v1project/project-id", status: 404},
 		{name: "dotdot", target: v1 + "/instance/../project/project-id", status: 404},
@@ -239,10 +239,19 @@ func TestHandler(t *testing.T) {
 
 		// Listings.
 		{name: "computeMetadata", target: "/computeMetadata/", status: 200, body: "v1/\n"},
-		{name: "v1", target: v1 + "/", status: 200, ctype: textType, body: "instance/\nproject/\n"},
-		{name: "v1 no slash", target: v1, status: 200, body: "instance/\nproject/\n"},
+		{name: "v1", target: v1 + "/", status: 200, ctype: textType, body: "instance/\nproject/\nuniverse/\n"},
+		{name: "v1 no slash", target: v1, status: 200, body: "instance/\nproject/\nuniverse/\n"},
 		{name: "project", target: v1 + "/project/", status: 200, body: "numeric-project-id\nproject-id\n"},
-		{name: "instance", target: v1 + "/instance/", status: 200, body: "hostname\nid\nname\nservice-accounts/\nzone\n"},
+		{name: "instance", target: v1 + "/instance/", status: 200, body: "attributes/\nhostname\nid\nname\nservice-accounts/\nzone\n"},
+		// Without a cluster: no attributes, as on a VM without custom metadata.
+		{name: "attributes", target: v1 + "/instance/attributes/", status: 200, ctype: textType},
+		{name: "attributes alt=json", target: v1 + "/instance/attributes/?alt=json", status: 200, ctype: jsonType, body: "[]"},
+		{name: "attributes recursive", target: v1 + "/instance/attributes/?recursive=true", status: 200, ctype: jsonType, body: "{}"},
+		{name: "no cluster-name", target: v1 + "/instance/attributes/cluster-name", status: 404},
+		{name: "no cluster-location", target: v1 + "/instance/attributes/cluster-location", status: 404},
+		{name: "no cluster-uid", target: v1 + "/instance/attributes/cluster-uid", status: 404},
+		{name: "universe", target: v1 + "/universe/", status: 200, ctype: textType, body: "universe-domain\n"},
+		{name: "universe recursive", target: v1 + "/universe/?recursive=true", status: 200, ctype: jsonType, body: `{"universeDomain":"googleapis.com"}`},
 		{name: "accounts", target: sa + "/", status: 200, body: "default/\n" + apiEmail + "/\n"},
 		{name: "accounts no slash", target: sa, status: 200, body: "default/\n" + apiEmail + "/\n"},
 		{name: "account", target: sa + "/default/", status: 200, body: "aliases\nemail\nidentity\nscopes\ntoken\n"},
@@ -262,6 +271,9 @@ func TestHandler(t *testing.T) {
 		{name: "email by email", target: sa + "/" + apiEmail + "/email", status: 200, body: apiEmail},
 		{name: "aliases", target: sa + "/default/aliases", status: 200, body: "default"},
 		{name: "scopes", target: sa + "/default/scopes", status: 200, body: subject.DefaultScope},
+		{name: "universe-domain", target: v1 + "/universe/universe-domain", status: 200, ctype: textType, body: "googleapis.com"},
+		{name: "universe-domain json", target: v1 + "/universe/universe-domain?alt=json", status: 200, ctype: jsonType, body: `"googleapis.com"`},
+		{name: "no identity universe-domain", target: v1 + "/universe/universe-domain", ip: otherIP, status: 404},
 		{name: "unknown params", target: v1 + "/project/project-id?transport=mtls&binding-enforcement=on&x=y", status: 200, body: "demo-project"},
 
 		// Recursive.
@@ -321,6 +333,9 @@ func TestHandler(t *testing.T) {
 			if got := rec.Header().Values("Metadata-Flavor"); len(got) != 1 || got[0] != "Google" {
 				t.Errorf("Metadata-Flavor = %q", got)
 			}
+			if got := rec.Header().Values("Server"); len(got) != 1 || got[0] != "Metadata Server for VM" {
+				t.Errorf("Server = %q", got)
+			}
 			if tc.ctype != "" && rec.Header().Get("Content-Type") != tc.ctype {
 				t.Errorf("Content-Type = %q, want %q", rec.Header().Get("Content-Type"), tc.ctype)
 			}
@@ -342,6 +357,7 @@ func TestRecursiveRoot(t *testing.T) {
 	}
 	var tree struct {
 		Instance struct {
+			Attributes      map[string]string          `json:"attributes"`
 			Hostname        string                     `json:"hostname"`
 			ID              json.Number                `json:"id"`
 			Name            string                     `json:"name"`
@@ -352,6 +368,9 @@ func TestRecursiveRoot(t *testing.T) {
 			ProjectID        string      `json:"projectId"`
 			NumericProjectID json.Number `json:"numericProjectId"`
 		} `json:"project"`
+		Universe struct {
+			UniverseDomain string `json:"universeDomain"`
+		} `json:"universe"`
 	}
 	dec := json.NewDecoder(rec.Body)
 	dec.DisallowUnknownFields()
@@ -364,6 +383,12 @@ func TestRecursiveRoot(t *testing.T) {
 	}
 	if pr.ProjectID != "demo-project" || pr.NumericProjectID != "123456789012" {
 		t.Errorf("project = %+v", pr)
+	}
+	if in.Attributes == nil || len(in.Attributes) != 0 {
+		t.Errorf("attributes without a cluster = %#v, want {}", in.Attributes)
+	}
+	if tree.Universe.UniverseDomain != "googleapis.com" {
+		t.Errorf("universe = %+v", tree.Universe)
 	}
 	want := `{"aliases":["default"],"email":"` + apiEmail + `","scopes":["` + subject.DefaultScope + `"]}`
 	if len(in.ServiceAccounts) != 2 || string(in.ServiceAccounts["default"]) != want || string(in.ServiceAccounts[apiEmail]) != want {

@@ -64,11 +64,16 @@ func NewKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer,
 func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subjects subject.Resolver, source credentials.Source, log *slog.Logger) *Responder {
 	r := &Responder{subjects: subjects, source: source}
 	r.tokens = credentials.NewCache(source, log)
+	var cluster gce.Cluster
+	if c := cfg.Cluster; c != nil {
+		cluster = gce.Cluster{Name: c.Name, Location: c.Location, UID: c.UID}
+	}
 	r.gce = gce.New(gce.Config{
 		ProjectID:        cfg.Project.ID,
 		NumericProjectID: string(cfg.Project.NumericID),
 		Instance:         cfg.Node.Name,
 		Zone:             cfg.Node.Zone,
+		Cluster:          cluster,
 	}, r.tokens)
 	r.server = server.New(server.Options{
 		Lookup:   lookup,

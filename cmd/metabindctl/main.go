@@ -4,6 +4,7 @@
 //	metabindctl [--state-dir DIR] bindings get IP [-o table|json]
 //	metabindctl [--state-dir DIR] keys list [-o table|json]
 //	metabindctl [--state-dir DIR] keys rotate
+//	metabindctl [--state-dir DIR] keys jwks
 //	metabindctl [--state-dir DIR] gc [--dry-run]
 package main
 
@@ -27,6 +28,8 @@ Commands:
   bindings get IP [-o table|json] the binding of one IP
   keys list [-o table|json]       the issuer's signing keys: current, retired (still in the JWKS), expired
   keys rotate                     retire the signing key and make a new one; the responder follows by itself
+  keys jwks                       print the issuer's JWKS (as served at /openid/v1/jwks), to upload where
+                                  the node's issuer cannot be fetched (docs/GCP.md)
   gc [--dry-run]                  remove bindings whose netns is gone and rules with no binding, restore
                                   missing rules; --dry-run only reports
 

@@ -49,9 +49,14 @@ var (
 	noStoreHeader  = []string{"no-store"}
 )
 
-// ResponseHeader is what GCE's metadata server sets on every response, and
-// its clients detect it by.
-func ResponseHeader() http.Header { return http.Header{"Metadata-Flavor": {"Google"}} }
+// ResponseHeader is what GCE's metadata server sets on every response:
+// Metadata-Flavor, which its clients detect it by, and Server.
+func ResponseHeader() http.Header {
+	return http.Header{"Metadata-Flavor": {"Google"}, "Server": {ServerName}}
+}
+
+// ServerName is the Server header of GCE's metadata server.
+const ServerName = "Metadata Server for VM"
 
 // rootBody is what GET / answers: Go's OnGCE probes / without the
 // Metadata-Flavor header, Python's ping with it.
@@ -72,6 +77,18 @@ type Config struct {
 	NumericProjectID string // decimal digits
 	Instance         string // the node's name
 	Zone             string
+	Cluster          Cluster
+}
+
+// Cluster is the Kubernetes cluster the node belongs to, served as GKE's
+// metadata server does: instance/attributes/cluster-name,
+// cluster-location and cluster-uid, each when set. The zero Cluster
+// serves none: instance/attributes/ is then empty, as on a VM without
+// custom metadata.
+type Cluster struct {
+	Name     string
+	Location string // a region or zone
+	UID      string
 }
 
 // Flavour serves the GCE metadata API v1 to callers with an identity, and

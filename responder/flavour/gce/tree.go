@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,6 +52,9 @@ func scalar(text string, jsonValue any) *entry {
 }
 
 func directory(names []string, tree any) *entry {
+	if names == nil {
+		names = []string{} // alt=json lists an empty directory as [], not null
+	}
 	var b strings.Builder
 	for _, n := range names {
 		b.WriteString(n)
@@ -78,8 +82,12 @@ type (
 	rootTree struct {
 		Instance instanceTree `json:"instance"`
 		Project  projectTree  `json:"project"`
+		Universe universeTree `json:"universe"`
 	}
 	instanceTree struct {
+		// Attributes keep their names as they are, as GCE's custom
+		// metadata keys do.
+		Attributes      map[string]string      `json:"attributes"`
 		Hostname        string                 `json:"hostname"`
 		ID              uint64                 `json:"id"`
 		Name            string                 `json:"name"`
@@ -95,7 +103,31 @@ type (
 		NumericProjectID json.Number `json:"numericProjectId"`
 		ProjectID        string      `json:"projectId"`
 	}
+	universeTree struct {
+		UniverseDomain string `json:"universeDomain"`
+	}
 )
+
+// UniverseDomain is what universe/universe-domain answers: the Google
+// Cloud universe whose APIs the tokens are for.
+const UniverseDomain = "googleapis.com"
+
+// attributes are the instance attributes of cfg, as a GKE node has them
+// (cluster-name, cluster-location, cluster-uid), each only when set; none
+// without a cluster, as on a VM without custom metadata.
+func attributes(cfg *Config) map[string]string {
+	a := map[string]string{}
+	for name, value := range map[string]string{
+		"cluster-location": cfg.Cluster.Location,
+		"cluster-name":     cfg.Cluster.Name,
+		"cluster-uid":      cfg.Cluster.UID,
+	} {
+		if value != "" {
+			a[name] = value
+		}
+	}
+	return a
+}
 
 // view is the metadata the callers of one identity (an account email and
 // its scopes) see, keyed by path without trailing slash.
@@ -116,6 +148,7 @@ func newView(cfg *Config, email string, scopes []string) *view {
 	e[v1Path+"/project/project-id"] = scalar(cfg.ProjectID, cfg.ProjectID)
 
 	instance := instanceTree{
+		Attributes:      attributes(cfg),
 		Hostname:        cfg.Instance + "." + cfg.Zone + ".c." + cfg.ProjectID + ".internal",
 		ID:              InstanceID(cfg.Instance),
 		Name:            cfg.Instance,
@@ -126,7 +159,12 @@ func newView(cfg *Config, email string, scopes []string) *view {
 	e[v1Path+"/instance/id"] = scalar(strconv.FormatUint(instance.ID, 10), instance.ID)
 	e[v1Path+"/instance/name"] = scalar(instance.Name, instance.Name)
 	e[v1Path+"/instance/zone"] = scalar(instance.Zone, instance.Zone)
-	instanceNames := []string{"hostname", "id", "name", "service-accounts/", "zone"}
+	instanceNames := []string{"attributes/", "hostname", "id", "name", "service-accounts/", "zone"}
+	attributeNames := slices.Sorted(maps.Keys(instance.Attributes))
+	for _, name := range attributeNames {
+		e[v1Path+"/instance/attributes/"+name] = scalar(instance.Attributes[name], instance.Attributes[name])
+	}
+	e[v1Path+"/instance/attributes"] = directory(attributeNames, instance.Attributes)
 
 	acct := accountTree{Aliases: []string{defaultAccount}, Email: email, Scopes: v.scopes}
 	instance.ServiceAccounts[defaultAccount] = acct
@@ -146,8 +184,12 @@ func newView(cfg *Config, email string, scopes []string) *view {
 	}
 	e[v1Path+"/instance"] = directory(instanceNames, instance)
 
-	root := rootTree{Instance: instance, Project: project}
-	e[v1Path] = directory([]string{"instance/", "project/"}, root)
+	universe := universeTree{UniverseDomain: UniverseDomain}
+	e[v1Path+"/universe"] = directory([]string{"universe-domain"}, universe)
+	e[v1Path+"/universe/universe-domain"] = scalar(universe.UniverseDomain, universe.UniverseDomain)
+
+	root := rootTree{Instance: instance, Project: project, Universe: universe}
+	e[v1Path] = directory([]string{"instance/", "project/", "universe/"}, root)
 	e[computeMetadataPath] = directory([]string{"v1/"}, map[string]rootTree{"v1": root})
 	return v
 }
