@@ -27,6 +27,7 @@ type sdkAnswer struct {
 	AccessToken string    `json:"accessToken"`
 	TokenType   string    `json:"tokenType"`
 	Expiry      time.Time `json:"expiry"`
+	APIStatus   int       `json:"apiStatus"`
 }
 
 // sdk runs podclient, the real Go clients, inside p's netns against

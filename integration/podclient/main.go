@@ -2,7 +2,7 @@
 // Google client libraries, exactly as a workload would. The tests and the
 // demo run it inside a pod's netns (nsenter --net=...).
 //
-//	podclient [-audience A] [-access=false] [-o json|text]
+//	podclient [-audience A] [-access=false] [-api URL] [-o json|text]
 package main
 
 import (
@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -27,6 +28,8 @@ type Answer struct {
 	IDToken       string          `json:"idToken"`
 	IDTokenClaims json.RawMessage `json:"idTokenClaims"`
 	AccessToken   string          `json:"accessToken"`
+	// APIStatus is the status of a call to -api with the access token.
+	APIStatus int `json:"apiStatus,omitempty"`
 	TokenType     string          `json:"tokenType"`
 	Expiry        time.Time       `json:"expiry"`
 }
@@ -36,10 +39,15 @@ func main() {
 	output := flag.String("o", "json", "json (everything, tokens included) or text (no tokens)")
 	timeout := flag.Duration("timeout", 20*time.Second, "give up after this long")
 	access := flag.Bool("access", true, "also ask for an access token (there is none for a Kubernetes pod without a cloud exchange)")
+	id := flag.Bool("id", true, "ask for an ID token (there is none for an account with no Google service account in GCP mode)")
+	api := flag.String("api", "", "call this URL with the access token, as a Google API client would (trusts SSL_CERT_FILE)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
-	a, err := ask(ctx, *audience, *access)
+	a, err := ask(ctx, *audience, *id, *access)
+	if err == nil && *api != "" {
+		a.APIStatus, err = call(ctx, *api, a.AccessToken)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "podclient:", err)
 		os.Exit(3)
@@ -52,7 +60,7 @@ func main() {
 	json.NewEncoder(os.Stdout).Encode(a)
 }
 
-func ask(ctx context.Context, audience string, access bool) (Answer, error) {
+func ask(ctx context.Context, audience string, id, access bool) (Answer, error) {
 	var a Answer
 	var err error
 	c := metadata.NewClient(nil)
@@ -62,11 +70,13 @@ func ask(ctx context.Context, audience string, access bool) (Answer, error) {
 	if a.Email, err = c.EmailWithContext(ctx, "default"); err != nil {
 		return a, fmt.Errorf("email: %w", err)
 	}
-	if a.IDToken, err = c.GetWithContext(ctx, "instance/service-accounts/default/identity?audience="+url.QueryEscape(audience)); err != nil {
-		return a, fmt.Errorf("ID token: %w", err)
-	}
-	if a.IDTokenClaims, err = claims(a.IDToken); err != nil {
-		return a, fmt.Errorf("ID token: %w", err)
+	if id {
+		if a.IDToken, err = c.GetWithContext(ctx, "instance/service-accounts/default/identity?audience="+url.QueryEscape(audience)); err != nil {
+			return a, fmt.Errorf("ID token: %w", err)
+		}
+		if a.IDTokenClaims, err = claims(a.IDToken); err != nil {
+			return a, fmt.Errorf("ID token: %w", err)
+		}
 	}
 	if !access {
 		return a, nil
@@ -77,6 +87,22 @@ func ask(ctx context.Context, audience string, access bool) (Answer, error) {
 	}
 	a.AccessToken, a.TokenType, a.Expiry = tok.AccessToken, tok.TokenType, tok.Expiry
 	return a, nil
+}
+
+// call GETs url with the access token as a Google API client does, and
+// returns the status.
+func call(ctx context.Context, url, token string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("API call: %w", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // claims decodes a JWT's payload for display; verifying it is the relying
