@@ -29,9 +29,9 @@ type Answer struct {
 	IDTokenClaims json.RawMessage `json:"idTokenClaims"`
 	AccessToken   string          `json:"accessToken"`
 	// APIStatus is the status of a call to -api with the access token.
-	APIStatus int `json:"apiStatus,omitempty"`
-	TokenType     string          `json:"tokenType"`
-	Expiry        time.Time       `json:"expiry"`
+	APIStatus int       `json:"apiStatus,omitempty"`
+	TokenType string    `json:"tokenType"`
+	Expiry    time.Time `json:"expiry"`
 }
 
 func main() {
