@@ -29,6 +29,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/metabind/metabind/gcp"
 	"github.com/metabind/metabind/kube"
 	"github.com/metabind/metabind/responder/issuer"
 	"github.com/metabind/metabind/responder/subject"
@@ -46,6 +47,10 @@ type Config struct {
 	// service account and its ID tokens the cluster's (see
 	// KubernetesConfig). Identities then only narrow who is served.
 	Kubernetes *KubernetesConfig `json:"kubernetes,omitempty"`
+	// GCP, when present, gives pods Google credentials through workload
+	// identity federation (STS, then IAM Credentials): see gcp.Config and
+	// docs/GCP.md.
+	GCP *gcp.Config `json:"gcp,omitempty"`
 }
 
 // KubernetesConfig is the kubernetes: section.
@@ -291,7 +296,14 @@ func (c *Config) complete() error {
 		}
 	}
 	if c.Kubernetes != nil {
-		return c.Kubernetes.complete()
+		if err := c.Kubernetes.complete(); err != nil {
+			return err
+		}
+	}
+	if c.GCP != nil {
+		if err := c.GCP.Complete(); err != nil {
+			return fmt.Errorf("gcp.%w", err)
+		}
 	}
 	return nil
 }

@@ -239,7 +239,10 @@ func FuzzParseConfig(f *testing.F) {
 		if err != nil {
 			t.Fatalf("issuer: %v", err)
 		}
-		h := New(cfg, fakeLookup{}, iss, nil)
+		h, err := New(cfg, fakeLookup{}, iss, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest("GET", "/openid/v1/jwks", nil))
 		if rec.Code != 200 {

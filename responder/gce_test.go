@@ -121,7 +121,10 @@ func newResponder(t testing.TB, cfg *Config, lookup server.BindingLookup, log *s
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := New(cfg, lookup, iss, log)
+	h, err := New(cfg, lookup, iss, log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.gce.MaxLongPoll = 50 * time.Millisecond
 	return h, iss
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/metabind/metabind/responder/credentials"
@@ -52,7 +53,7 @@ func (r *Responder) changed(ctx context.Context, before, now map[netip.Addr]stor
 			r.ForgetPod(b.PodUID)
 		}
 	}
-	if len(r.audiences) == 0 {
+	if len(r.audiences) == 0 && !r.prefetchAccess {
 		return
 	}
 	for ip, b := range now {
@@ -74,6 +75,12 @@ func (r *Responder) prefetch(ctx context.Context, b store.Binding, log *slog.Log
 		return
 	}
 	s.Binding = b
+	if r.prefetchAccess {
+		scopes := slices.Compact(slices.Sorted(slices.Values(s.Scopes))) // as the flavour keys a request without ?scopes=
+		if _, err := r.tokens.AccessToken(ctx, s, scopes); err != nil {
+			log.Debug("prefetch failed", "ip", b.IP.String(), "pod", b.Namespace+"/"+b.Pod, "error", err.Error())
+		}
+	}
 	for _, aud := range r.audiences {
 		if _, err := r.tokens.IDToken(ctx, s, aud, credentials.FormatStandard, false); err != nil {
 			log.Debug("prefetch failed", "ip", b.IP.String(), "pod", b.Namespace+"/"+b.Pod, "audience", aud, "error", err.Error())

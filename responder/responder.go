@@ -1,11 +1,13 @@
 package responder
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/metabind/metabind/gcp"
 	"github.com/metabind/metabind/responder/credentials"
 	"github.com/metabind/metabind/responder/flavour/gce"
 	"github.com/metabind/metabind/responder/issuer"
@@ -26,12 +28,16 @@ type Responder struct {
 	gce      *gce.Flavour
 	// audiences are prefetched for every new binding (Kubernetes mode).
 	audiences []string
+	// prefetchAccess warms the access token of a new binding's account
+	// (a cloud exchange), so its pod's first request is answered from
+	// the cache.
+	prefetchAccess bool
 }
 
 // New assembles the responder for cfg (from ParseConfig or LoadConfig),
 // signing with iss. A nil log discards. In Kubernetes mode (cfg.Kubernetes
 // set) use NewKubernetes.
-func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog.Logger) *Responder {
+func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog.Logger) (*Responder, error) {
 	num, _ := strconv.ParseUint(string(cfg.Project.NumericID), 10, 64) // validated
 	source := credentials.NewOwnIssuer(iss, cfg.Node.Name, credentials.ComputeEngineClaims{
 		ProjectID:     cfg.Project.ID,
@@ -40,7 +46,26 @@ func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog
 		InstanceID:    strconv.FormatUint(gce.InstanceID(cfg.Node.Name), 10),
 		InstanceName:  cfg.Node.Name,
 	})
-	return assemble(cfg, lookup, iss, subject.NewStatic(cfg.Identities, cfg.Project.ID), source, log)
+	var src credentials.Source = source
+	if cfg.GCP != nil {
+		g, err := newGCP(cfg, source)
+		if err != nil {
+			return nil, err
+		}
+		src = g
+	}
+	r := assemble(cfg, lookup, iss, subject.NewStatic(cfg.Identities, cfg.Project.ID), src, log)
+	r.prefetchAccess = cfg.GCP != nil
+	return r, nil
+}
+
+// newGCP is the GCP exchange of cfg, with subject tokens from subjects.
+func newGCP(cfg *Config, subjects credentials.SubjectTokens) (*credentials.GCP, error) {
+	client, err := gcp.New(*cfg.GCP)
+	if err != nil {
+		return nil, fmt.Errorf("gcp: %w", err)
+	}
+	return credentials.NewGCP(client, subjects, cfg.GCP.Audience(), time.Hour), nil
 }
 
 // KubernetesAPI is what Kubernetes mode needs of the API (kube.Client).
@@ -53,12 +78,22 @@ type KubernetesAPI interface {
 // identity is its service account, as api says, and its ID tokens are the
 // cluster's, minted by TokenRequest with the node's credential. The node's
 // own issuer still publishes its documents, and mints nothing for pods.
-func NewKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, api KubernetesAPI, log *slog.Logger) *Responder {
-	r := assemble(cfg, lookup, iss,
-		subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities),
-		credentials.NewKubernetes(api, cfg.Kubernetes.Audiences, cfg.Kubernetes.Lifetime), log)
+func NewKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, api KubernetesAPI, log *slog.Logger) (*Responder, error) {
+	k8s := credentials.NewKubernetes(api, cfg.Kubernetes.Audiences, cfg.Kubernetes.Lifetime)
+	if cfg.GCP != nil {
+		// As GKE: the pod's Google credentials, for its service account's
+		// pod-bound token exchanged at Google.
+		g, err := newGCP(cfg, k8s)
+		if err != nil {
+			return nil, err
+		}
+		r := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), g, log)
+		r.prefetchAccess = true
+		return r, nil
+	}
+	r := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), k8s, log)
 	r.audiences = cfg.Kubernetes.Audiences
-	return r
+	return r, nil
 }
 
 func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subjects subject.Resolver, source credentials.Source, log *slog.Logger) *Responder {

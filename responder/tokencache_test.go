@@ -223,7 +223,10 @@ func TestTokenCacheKeyRotation(t *testing.T) {
 	clk := &clock{t: time.Now()}
 	buf := &syncBuffer{}
 	iss := openTestIssuer(t, dir, clk, nil)
-	h := New(testCfg(t), testLookup(), iss, slog.New(slog.NewJSONHandler(buf, nil)))
+	h, err := New(testCfg(t), testLookup(), iss, slog.New(slog.NewJSONHandler(buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.setClock(clk.now)
 
 	before := accessTokenOf(t, h, cacheToken, apiIP).AccessToken

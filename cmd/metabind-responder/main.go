@@ -211,14 +211,17 @@ wait:
 // of reach is answered 503).
 func newResponder(ctx context.Context, cfg *responder.Config, view *store.View, iss *issuer.Issuer, log *slog.Logger) (*responder.Responder, error) {
 	if cfg.Kubernetes == nil {
-		return responder.New(cfg, view, iss, log), nil
+		return responder.New(cfg, view, iss, log)
 	}
 	kc, err := kube.New(kube.Config{Kubeconfig: cfg.Kubernetes.Kubeconfig, NodeName: cfg.Node.Name, TokenLifetime: cfg.Kubernetes.Lifetime},
 		log.With("component", "kubernetes"))
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: %w", err)
 	}
-	h := responder.NewKubernetes(cfg, view, iss, kc, log)
+	h, err := responder.NewKubernetes(cfg, view, iss, kc, log)
+	if err != nil {
+		return nil, err
+	}
 	kc.OnPodGone(h.ForgetPod)
 	go func() {
 		if err := kc.Start(ctx); err != nil && ctx.Err() == nil {
