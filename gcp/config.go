@@ -27,18 +27,18 @@ const AudiencePrefix = "//iam.googleapis.com/"
 type Config struct {
 	// WorkloadIdentityProvider is the provider's resource name:
 	// projects/<number>/locations/global/workloadIdentityPools/<pool>/providers/<provider>.
-	WorkloadIdentityProvider string
+	WorkloadIdentityProvider string `json:"workloadIdentityProvider"`
 	// STSURL is the token exchange endpoint; default DefaultSTSURL.
-	STSURL string
+	STSURL string `json:"stsURL,omitempty"`
 	// IAMCredentialsURL is the IAM Service Account Credentials API up to its
 	// version; default DefaultIAMCredentialsURL.
-	IAMCredentialsURL string
+	IAMCredentialsURL string `json:"iamCredentialsURL,omitempty"`
 	// CAFile is an optional PEM file of CA certificates trusted besides the
 	// system roots (tests, or a TLS-inspecting egress proxy).
-	CAFile string
+	CAFile string `json:"caFile,omitempty"`
 	// Timeout bounds each call (connect, TLS, request, answer); default
-	// DefaultTimeout.
-	Timeout time.Duration
+	// DefaultTimeout. Not in the configuration file.
+	Timeout time.Duration `json:"-"`
 }
 
 // providerName is a provider's resource name. Pool and provider IDs are 4 to

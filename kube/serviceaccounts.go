@@ -19,8 +19,10 @@ type saEntry struct {
 // that name a pod's cloud identity live there). The node may GET the
 // ServiceAccounts its pods use, not list or watch them, so this is a GET
 // cached for 30 s: a change is seen within 30 s. Callers asking for one
-// account at once share one GET. Errors are not cached; once the entry is
-// older than 30 s an unreachable API is ErrUnavailable (fail closed).
+// account at once share one GET. Errors are not cached. While the API is
+// out of reach, an account fetched before is served as last seen (its pods
+// keep their identity, and cached tokens their key, through an outage); one
+// never fetched is ErrUnavailable.
 func (c *Client) ServiceAccount(ctx context.Context, namespace, name string) (*corev1.ServiceAccount, error) {
 	key := namespace + "/" + name
 	c.mu.Lock()

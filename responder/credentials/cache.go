@@ -4,6 +4,7 @@ import (
 	"container/list"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -224,11 +225,13 @@ func (c *Cache) IDToken(ctx context.Context, s subject.Subject, audience, format
 // mintAccess and mintID are the misses, apart so that the hits copy
 // nothing to the heap.
 func (c *Cache) mintAccess(ctx context.Context, k key, s subject.Subject, scopes []string, now time.Time, kid string) (Token, error) {
-	return c.getOrMint(ctx, &k, &s, now, kid, func() (Token, error) { return c.src.AccessToken(ctx, s, scopes) })
+	return c.getOrMint(ctx, &k, &s, now, kid, func(ctx context.Context) (Token, error) { return c.src.AccessToken(ctx, s, scopes) })
 }
 
 func (c *Cache) mintID(ctx context.Context, k key, s subject.Subject, audience, format string, licenses bool, now time.Time, kid string) (Token, error) {
-	return c.getOrMint(ctx, &k, &s, now, kid, func() (Token, error) { return c.src.IDToken(ctx, s, audience, format, licenses) })
+	return c.getOrMint(ctx, &k, &s, now, kid, func(ctx context.Context) (Token, error) {
+		return c.src.IDToken(ctx, s, audience, format, licenses)
+	})
 }
 
 // scopeParam is the cache key's part for a set of scopes.
@@ -281,6 +284,9 @@ func (c *Cache) ForgetPod(uid string) {
 	defer c.mu.Unlock()
 	for k, e := range c.entries {
 		if c.shared {
+			if _, ok := e.users[uid]; !ok {
+				continue // not this pod's (or minted a moment ago, not served yet)
+			}
 			delete(e.users, uid)
 			if len(e.users) == 0 {
 				c.removeLocked(e)
@@ -310,18 +316,41 @@ func (c *Cache) use(e *entry, s *subject.Subject) {
 	c.mu.Unlock()
 }
 
+// MintWait bounds how long a request waits for a mint: under the HTTP
+// server's write timeout, so a source that hangs (a blackholed API) is a
+// 503 the client retries, not a dropped connection. The mint itself goes
+// on, detached from the request, and fills the cache.
+const MintWait = 8 * time.Second
+
+// mintTimeout bounds a detached mint.
+const mintTimeout = 30 * time.Second
+
 // getOrMint returns the token cached for k, or the one mint returns, which
 // it caches and audits. Concurrent callers with the same key share one
-// mint and its error.
-func (c *Cache) getOrMint(ctx context.Context, k *key, s *subject.Subject, now time.Time, kid string, mint func() (Token, error)) (Token, error) {
+// mint and its error, except in a shared cache a refusal that is about the
+// first caller's pod (its API object gone, say): the others try their own.
+// The mint runs detached from the request that started it: one client
+// hanging up must not fail the others waiting.
+func (c *Cache) getOrMint(ctx context.Context, k *key, s *subject.Subject, now time.Time, kid string, mint func(context.Context) (Token, error)) (Token, error) {
+	t, ran, err := c.mintShared(ctx, k, s, now, kid, mint)
+	var refused *subject.Refused
+	if err != nil && c.shared && !ran && errors.As(err, &refused) {
+		t, _, err = c.mintShared(ctx, k, s, now, kid, mint)
+	}
+	return t, err
+}
+
+func (c *Cache) mintShared(ctx context.Context, k *key, s *subject.Subject, now time.Time, kid string, mint func(context.Context) (Token, error)) (Token, bool, error) {
 	ran := false
-	v, err, _ := c.flight.Do(k.flightKey(), func() (any, error) {
+	ch := c.flight.DoChan(k.flightKey(), func() (any, error) {
 		// A mint for this key may have finished since the caller's get.
 		if e := c.get(k, now, kid); e != nil {
 			return e, nil
 		}
 		ran = true
-		t, err := mint()
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mintTimeout)
+		defer cancel()
+		t, err := mint(mctx)
 		if err != nil {
 			// The source cannot mint now (its API is out of reach): a
 			// token it minted before is still good until it expires.
@@ -340,15 +369,25 @@ func (c *Cache) getOrMint(ctx context.Context, k *key, s *subject.Subject, now t
 		c.put(e, now)
 		return e, nil
 	})
-	if err != nil {
-		return Token{}, err
+	wait := time.NewTimer(MintWait)
+	defer wait.Stop()
+	var r singleflight.Result
+	select {
+	case r = <-ch:
+	case <-ctx.Done():
+		return Token{}, false, fmt.Errorf("%w: %w", subject.ErrUnavailable, ctx.Err())
+	case <-wait.C:
+		return Token{}, false, fmt.Errorf("%w: no token within %v", subject.ErrUnavailable, MintWait)
 	}
-	e := v.(*entry)
+	if r.Err != nil {
+		return Token{}, ran, r.Err
+	}
+	e := r.Val.(*entry)
 	c.use(e, s)
 	if !ran {
 		c.logHit(ctx, s, e, now)
 	}
-	return e.tok, nil
+	return e.tok, ran, nil
 }
 
 func newEntry(k key, t Token) *entry {
@@ -360,6 +399,11 @@ func newEntry(k key, t Token) *entry {
 	}
 	if !t.RefreshAt.IsZero() && t.RefreshAt.Before(t.Expiry) {
 		reuse = t.RefreshAt
+		// Clients take an ID token from the metadata server as fresh
+		// (see IDTokenReuse), whatever its source.
+		if idReuse := t.IssuedAt.Add(IDTokenReuse); k.kind != accessToken && idReuse.Before(reuse) {
+			reuse = idReuse
+		}
 	}
 	size := len(t.Value) + k.size() + len(t.KeyID) + len(t.ID) + 256
 	for _, a := range t.Audience {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -288,29 +289,29 @@ func TestCacheRefreshAtStaleOnUnavailableAndForgetPod(t *testing.T) {
 	c := NewCache(src, nil)
 	c.Now = func() time.Time { return clock }
 	s := subject.Subject{PodUID: "uid-1", Namespace: "ns", Pod: "p"}
-	first, err := c.IDToken(context.Background(), s, "aud", FormatStandard, false)
+	first, err := c.AccessToken(context.Background(), s, []string{"scope"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock = now.Add(47 * time.Minute) // before RefreshAt (48 min): reused
-	if tok, _ := c.IDToken(context.Background(), s, "aud", FormatStandard, false); tok.Value != first.Value {
+	if tok, _ := c.AccessToken(context.Background(), s, []string{"scope"}); tok.Value != first.Value {
 		t.Fatalf("before RefreshAt: %s, want the cached %s", tok.Value, first.Value)
 	}
 	clock = now.Add(50 * time.Minute)
 	src.mu.Lock()
 	src.err = fmt.Errorf("api down: %w", subject.ErrUnavailable)
 	src.mu.Unlock()
-	if tok, err := c.IDToken(context.Background(), s, "aud", FormatStandard, false); err != nil || tok.Value != first.Value {
+	if tok, err := c.AccessToken(context.Background(), s, []string{"scope"}); err != nil || tok.Value != first.Value {
 		t.Fatalf("past RefreshAt with the source unavailable: %v, %v; want the unexpired %s", tok.Value, err, first.Value)
 	}
 	clock = now.Add(61 * time.Minute)
-	if _, err := c.IDToken(context.Background(), s, "aud", FormatStandard, false); !errors.Is(err, subject.ErrUnavailable) {
+	if _, err := c.AccessToken(context.Background(), s, []string{"scope"}); !errors.Is(err, subject.ErrUnavailable) {
 		t.Fatalf("past expiry with the source unavailable: %v, want ErrUnavailable", err)
 	}
 	src.mu.Lock()
 	src.err = nil
 	src.mu.Unlock()
-	second, err := c.IDToken(context.Background(), s, "aud", FormatStandard, false)
+	second, err := c.AccessToken(context.Background(), s, []string{"scope"})
 	if err != nil || second.Value == first.Value {
 		t.Fatalf("after the source returned: %v, %v", second.Value, err)
 	}
@@ -323,12 +324,64 @@ func TestCacheRefreshAtStaleOnUnavailableAndForgetPod(t *testing.T) {
 // refreshingSource mints one-hour tokens due for a refresh at 80 %.
 type refreshingSource struct{ fakeSource }
 
+func (r *refreshingSource) AccessToken(ctx context.Context, s subject.Subject, scopes []string) (Token, error) {
+	t, err := r.fakeSource.AccessToken(ctx, s, scopes)
+	if err == nil {
+		t.RefreshAt = t.IssuedAt.Add(48 * time.Minute)
+	}
+	return t, err
+}
+
 func (r *refreshingSource) IDToken(ctx context.Context, s subject.Subject, audience, format string, licenses bool) (Token, error) {
 	t, err := r.fakeSource.IDToken(ctx, s, audience, format, licenses)
 	if err == nil {
 		t.RefreshAt = t.IssuedAt.Add(48 * time.Minute)
 	}
 	return t, err
+}
+
+// A source's RefreshAt does not keep an ID token past IDTokenReuse:
+// clients take one from the metadata server as fresh.
+func TestIDTokenReuseBoundsRefreshAt(t *testing.T) {
+	now := time.Now().Truncate(time.Second)
+	clock := now
+	src := &refreshingSource{fakeSource: fakeSource{now: func() time.Time { return clock }}}
+	c := NewCache(src, nil)
+	c.Now = func() time.Time { return clock }
+	s := subject.Subject{PodUID: "uid-1", Namespace: "ns", Pod: "p"}
+	first, _ := c.IDToken(context.Background(), s, "aud", FormatStandard, false)
+	clock = now.Add(IDTokenReuse + time.Second)
+	if again, _ := c.IDToken(context.Background(), s, "aud", FormatStandard, false); again.Value == first.Value {
+		t.Fatalf("ID token served %v after minting, past IDTokenReuse (%v)", IDTokenReuse+time.Second, IDTokenReuse)
+	}
+}
+
+// A mint is detached from the request that started it: that client hanging
+// up fails neither the mint nor the others waiting for it.
+func TestMintSurvivesItsRequest(t *testing.T) {
+	src := &fakeSource{now: time.Now, delay: 200 * time.Millisecond}
+	c := NewCache(src, nil)
+	s := subject.Subject{PodUID: "uid-1", Namespace: "ns", Pod: "p"}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.AccessToken(ctx, s, []string{"scope"})
+		done <- err
+	}()
+	for minting := false; !minting; { // until the first request is minting
+		src.mu.Lock()
+		minting = src.mints == 1
+		src.mu.Unlock()
+		runtime.Gosched()
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, subject.ErrUnavailable) {
+		t.Fatalf("the hung-up request: %v, want ErrUnavailable", err)
+	}
+	tok, err := c.AccessToken(context.Background(), s, []string{"scope"})
+	if err != nil || src.mints != 1 {
+		t.Fatalf("after the first client hung up: %v, %v, %d mints; want the detached mint's token", tok.Value, err, src.mints)
+	}
 }
 
 // sharedSource's tokens are an account's, not a pod's.

@@ -156,8 +156,8 @@ func (g *GCP) call(ctx context.Context, s subject.Subject, fn func() error) erro
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if errors.Is(err, subject.ErrUnavailable) {
-		next := max(p.next*2, MinBackoff)
-		g.backoff[account] = pause{until: g.now().Add(next), next: min(next, MaxBackoff)}
+		next := min(max(p.next*2, MinBackoff), MaxBackoff)
+		g.backoff[account] = pause{until: g.now().Add(next), next: next}
 	} else {
 		delete(g.backoff, account)
 	}
@@ -184,7 +184,7 @@ func fromGCP(t gcp.Token) Token {
 	out := Token{Value: t.Value, Expiry: t.Expiry}
 	if !t.Expiry.IsZero() {
 		out.IssuedAt = time.Now()
-		out.RefreshAt = t.Expiry.Add(-time.Duration(float64(t.Expiry.Sub(out.IssuedAt)) * RefreshFraction))
+		out.RefreshAt = refreshAt(out.IssuedAt, t.Expiry)
 	}
 	return out
 }

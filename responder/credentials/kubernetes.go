@@ -23,9 +23,15 @@ type TokenAPI interface {
 
 var _ TokenAPI = (*kube.Client)(nil)
 
-// RefreshFraction is how much of a Kubernetes token's life remains when the
-// cache asks for the next one.
+// RefreshFraction is how much of a Kubernetes or cloud token's life
+// remains when the cache asks for the next one.
 const RefreshFraction = 0.2
+
+// refreshAt is when a token issued at and expiring at expiry is due for a
+// refresh.
+func refreshAt(issued, expiry time.Time) time.Time {
+	return expiry.Add(-time.Duration(float64(expiry.Sub(issued)) * RefreshFraction))
+}
 
 // Kubernetes mints a pod's tokens at the cluster's issuer: a TokenRequest
 // for the pod's service account, bound to the calling pod (name and UID),
@@ -74,9 +80,9 @@ func (k *Kubernetes) IDToken(ctx context.Context, s subject.Subject, audience, _
 	if err != nil {
 		return Token{}, subject.APIError(err)
 	}
-	t := Token{Value: value, Expiry: expiry, Audience: []string{audience}}
+	t := Token{Value: value, IssuedAt: time.Now(), Expiry: expiry, Audience: []string{audience}}
 	describe(&t)
-	t.RefreshAt = t.Expiry.Add(-time.Duration(float64(t.Expiry.Sub(t.IssuedAt)) * RefreshFraction))
+	t.RefreshAt = refreshAt(t.IssuedAt, t.Expiry)
 	return t, nil
 }
 
@@ -105,9 +111,8 @@ func describe(t *Token) {
 	if err != nil {
 		return
 	}
-	if claims.IssuedAt != nil {
-		t.IssuedAt = claims.IssuedAt.Time
-	}
+	// IssuedAt stays the node's clock (the cache's reuse is judged by it; the
+	// API server's may be ahead).
 	t.ID = claims.ID
 	if kid, ok := parsed.Header["kid"].(string); ok {
 		t.KeyID = kid

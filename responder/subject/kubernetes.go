@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -57,13 +58,15 @@ func (k *Kubernetes) Resolve(ctx context.Context, b store.Binding) (Subject, err
 		return Subject{}, ErrNoIdentity // not a Kubernetes pod, or a runtime that gave no UID
 	}
 	scopes := []string{DefaultScope}
+	var rule *Rule
 	if k.narrow != nil {
 		i := k.narrow.Match(b)
 		if i < 0 {
 			return Subject{}, ErrNoIdentity
 		}
-		if r := k.narrow.rules[i]; len(r.Scopes) > 0 {
-			scopes = r.Scopes
+		rule = &k.narrow.rules[i]
+		if len(rule.Scopes) > 0 {
+			scopes = rule.Scopes
 		}
 	}
 	pod, err := k.api.Pod(ctx, b.Namespace, b.Pod, b.PodUID)
@@ -71,6 +74,9 @@ func (k *Kubernetes) Resolve(ctx context.Context, b store.Binding) (Subject, err
 		return Subject{}, APIError(err)
 	}
 	ksa := kube.ServiceAccountName(pod)
+	if rule != nil && rule.ServiceAccount != "" && rule.ServiceAccount != ksa {
+		return Subject{}, ErrNoIdentity // the rule serves another account of the namespace
+	}
 	sa, err := k.api.ServiceAccount(ctx, pod.Namespace, ksa)
 	if err != nil {
 		return Subject{}, APIError(err)
@@ -86,10 +92,19 @@ func (k *Kubernetes) Resolve(ctx context.Context, b store.Binding) (Subject, err
 		Annotations:    sa.Annotations,
 	}
 	if gsa := sa.Annotations[GCPServiceAccountAnnotation]; gsa != "" {
+		if !serviceAccountEmail.MatchString(gsa) {
+			return Subject{}, &Refused{Code: http.StatusForbidden, Reason: fmt.Sprintf(
+				"service account %s/%s: annotation %s is %q, not a Google service account email", pod.Namespace, ksa, GCPServiceAccountAnnotation, gsa)}
+		}
 		s.Email, s.EmailClaim = gsa, gsa
 	}
 	return s, nil
 }
+
+// serviceAccountEmail is what an annotation naming a Google service account
+// may hold: anyone who can edit the ServiceAccount writes it, and it ends up
+// in URLs (IAM Credentials) and the metadata tree's paths.
+var serviceAccountEmail = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,99}@[a-z0-9][a-z0-9.-]{0,99}$`)
 
 // APIError maps the Kubernetes client's errors to the server's answers: a stale
 // binding (pod gone or replaced) is 404, the API's refusal 403 with its
