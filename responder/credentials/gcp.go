@@ -181,10 +181,11 @@ func googleError(err error) error {
 
 // fromGCP is a token Google gave, refreshed when 20 % of its life remains.
 func fromGCP(t gcp.Token) Token {
+	// IssuedAt is left to the cache: its clock as the request that started
+	// the mint saw it, so every request after that finds the token.
 	out := Token{Value: t.Value, Expiry: t.Expiry}
 	if !t.Expiry.IsZero() {
-		out.IssuedAt = time.Now()
-		out.RefreshAt = refreshAt(out.IssuedAt, t.Expiry)
+		out.RefreshAt = refreshAt(time.Now(), t.Expiry)
 	}
 	return out
 }

@@ -80,9 +80,10 @@ func (k *Kubernetes) IDToken(ctx context.Context, s subject.Subject, audience, _
 	if err != nil {
 		return Token{}, subject.APIError(err)
 	}
-	t := Token{Value: value, IssuedAt: time.Now(), Expiry: expiry, Audience: []string{audience}}
+	// IssuedAt is left to the cache (its clock, as the request's that
+	// started the mint saw it): the API server's iat may be ahead.
+	t := Token{Value: value, Expiry: expiry, Audience: []string{audience}, RefreshAt: refreshAt(time.Now(), expiry)}
 	describe(&t)
-	t.RefreshAt = refreshAt(t.IssuedAt, t.Expiry)
 	return t, nil
 }
 
@@ -111,8 +112,6 @@ func describe(t *Token) {
 	if err != nil {
 		return
 	}
-	// IssuedAt stays the node's clock (the cache's reuse is judged by it; the
-	// API server's may be ahead).
 	t.ID = claims.ID
 	if kid, ok := parsed.Header["kid"].(string); ok {
 		t.KeyID = kid
