@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +45,19 @@ type Caller struct {
 type Route struct {
 	Prefix  string
 	Flavour Flavour
+	// Header, when not nil, is set on every response to a path of the
+	// route, refusals included, in place of Options.Header: a cloud's
+	// clients must not see another cloud's headers. Shared between
+	// responses, never written to.
+	Header http.Header
+	// Methods are the request methods the route takes; nil: GET and HEAD.
+	// Others are refused with 405 before the flavour is asked.
+	Methods []string
 }
+
+// defaultMethods are what a route without Methods, a public document or a
+// path no route takes accepts.
+var defaultMethods = []string{http.MethodGet, http.MethodHead}
 
 // Document is a response served to anyone at its path, before any caller
 // lookup: a detection probe, the issuer's OIDC documents.
@@ -68,9 +81,10 @@ type Options struct {
 	Routes   []Route          // tried in order
 	// Public maps exact paths to their documents, fetched per request.
 	Public map[string]func() Document
-	// Header is set on every response, refusals included: what clients
-	// detect the server by (GCE: Metadata-Flavor: Google). Its values are
-	// shared between responses, never written to.
+	// Header is set on every response, refusals included, but those to a
+	// route with a Header of its own: what clients detect the server by
+	// (GCE: Metadata-Flavor: Google). Its values are shared between
+	// responses, never written to.
 	Header http.Header
 	Limits Limits
 	Log    *slog.Logger // nil discards
@@ -135,19 +149,25 @@ func (h *Handler) identify(r *http.Request, c *caller) {
 func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	w := &Response{ResponseWriter: rw}
+	rt := h.route(r.URL.Path)
+	header := h.header
+	if rt != nil && rt.Header != nil {
+		header = rt.Header
+	}
 	hdr := w.Header()
-	for k, v := range h.header {
+	for k, v := range header {
 		hdr[k] = v
 	}
 	var c caller
-	h.serve(w, r, &c)
+	h.serve(w, r, rt, &c)
 	h.logRequest(r, w, &c, time.Since(start))
 }
 
 // serve checks a request in the order: proxy headers, method, path; then
-// the public documents; then, for a flavour's path, the flavour's own
-// check, the query, the caller, its rate limit and its subject.
-func (h *Handler) serve(w *Response, r *http.Request, c *caller) {
+// the public documents; then, for a flavour's path (rt, nil when no route
+// takes it), the flavour's own check, the query, the caller, its rate
+// limit and its subject.
+func (h *Handler) serve(w *Response, r *http.Request, rt *Route, c *caller) {
 	if _, ok := r.Header["X-Forwarded-For"]; ok {
 		w.Forbidden("requests with X-Forwarded-For are refused")
 		return
@@ -156,8 +176,12 @@ func (h *Handler) serve(w *Response, r *http.Request, c *caller) {
 		w.Forbidden("requests with Forwarded are refused")
 		return
 	}
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
+	methods := defaultMethods
+	if rt != nil && rt.Methods != nil {
+		methods = rt.Methods
+	}
+	if !slices.Contains(methods, r.Method) {
+		w.Header().Set("Allow", strings.Join(methods, ", "))
 		w.Error(http.StatusMethodNotAllowed, "method not allowed")
 		return
 	}
@@ -189,11 +213,11 @@ func (h *Handler) serve(w *Response, r *http.Request, c *caller) {
 		w.Write(d.Body)
 		return
 	}
-	f := h.route(r.URL.Path)
-	if f == nil {
+	if rt == nil {
 		w.NotFound()
 		return
 	}
+	f := rt.Flavour
 	if !f.Admit(w, r) {
 		return
 	}
@@ -240,11 +264,11 @@ func (h *Handler) serve(w *Response, r *http.Request, c *caller) {
 	f.Serve(w, r, q, Caller{IP: c.ip, Subject: s})
 }
 
-// route is the flavour of the first route whose prefix path has.
-func (h *Handler) route(path string) Flavour {
-	for _, rt := range h.routes {
-		if strings.HasPrefix(path, rt.Prefix) {
-			return rt.Flavour
+// route is the first route whose prefix path has, nil when none.
+func (h *Handler) route(path string) *Route {
+	for i := range h.routes {
+		if strings.HasPrefix(path, h.routes[i].Prefix) {
+			return &h.routes[i]
 		}
 	}
 	return nil

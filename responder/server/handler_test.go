@@ -132,3 +132,87 @@ func TestResolverErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteHeaderAndMethods: a route with its own Header and Methods gets
+// them on every response to its paths, refusals included, and only those;
+// other paths keep Options.Header and GET and HEAD.
+func TestRouteHeaderAndMethods(t *testing.T) {
+	h := New(Options{
+		Lookup: &lookupFunc{},
+		Resolver: resolverFunc(func(b store.Binding) (subject.Subject, error) {
+			return subject.Subject{Binding: b, Pod: "resolved"}, nil
+		}),
+		Routes: []Route{
+			{Prefix: "/own", Flavour: echoFlavour{}, Header: http.Header{"Server": {"Own"}}, Methods: []string{"GET", "PUT"}},
+			{Prefix: "/echo", Flavour: echoFlavour{}},
+		},
+		Header: http.Header{"Flavour": {"Test"}, "Server": {"Default"}},
+		Limits: Limits{RequestsPerSecond: 100, Burst: 100},
+	})
+	for _, tc := range []struct {
+		method, target string
+		xff            bool
+		status         int
+		server, allow  string
+	}{
+		{"PUT", "/own/x", false, 200, "Own", ""},
+		{"GET", "/own/x", false, 200, "Own", ""},
+		{"HEAD", "/own/x", false, 405, "Own", "GET, PUT"},
+		{"POST", "/own/x", false, 405, "Own", "GET, PUT"},
+		{"GET", "/own/x", true, 403, "Own", ""},
+		{"GET", "/own/x?refuse", false, 403, "Own", ""},
+		{"GET", "/own/../echo", false, 404, "Own", ""},
+		{"PUT", "/echo/x", false, 405, "Default", "GET, HEAD"},
+		{"GET", "/echo/x", true, 403, "Default", ""},
+		{"GET", "/echo/x", false, 200, "Default", ""},
+		{"PUT", "/elsewhere", false, 405, "Default", "GET, HEAD"},
+		{"GET", "/elsewhere", false, 404, "Default", ""},
+	} {
+		r := httptest.NewRequest(tc.method, tc.target, nil)
+		r.RemoteAddr = "10.1.2.3:4321"
+		if tc.xff {
+			r.Header.Set("X-Forwarded-For", "10.9.9.9")
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		name := fmt.Sprintf("%s %s xff=%v", tc.method, tc.target, tc.xff)
+		if w.Code != tc.status || w.Header().Get("Allow") != tc.allow {
+			t.Errorf("%s: %d Allow %q; want %d %q", name, w.Code, w.Header().Get("Allow"), tc.status, tc.allow)
+		}
+		if got := w.Header().Get("Server"); got != tc.server {
+			t.Errorf("%s: Server %q, want %q", name, got, tc.server)
+		}
+		if own := tc.server == "Own"; own != (w.Header().Get("Flavour") == "") {
+			t.Errorf("%s: Flavour header %q on a route with own header: %v", name, w.Header().Get("Flavour"), own)
+		}
+	}
+}
+
+// failFlavour fails every request with FailWith.
+type failFlavour struct{}
+
+func (failFlavour) Admit(*Response, *http.Request) bool { return true }
+
+func (failFlavour) Serve(w *Response, _ *http.Request, _ url.Values, _ Caller) {
+	w.FailWith("the exchange failed", errors.New("sts unreachable"))
+}
+
+// TestFailWith: 500 with the flavour's message, and the error on the
+// request's log line at error level.
+func TestFailWith(t *testing.T) {
+	var log strings.Builder
+	h := New(Options{
+		Lookup:   &lookupFunc{},
+		Resolver: resolverFunc(func(b store.Binding) (subject.Subject, error) { return subject.Subject{Binding: b}, nil }),
+		Routes:   []Route{{Prefix: "/fail", Flavour: failFlavour{}}},
+		Limits:   Limits{RequestsPerSecond: 100, Burst: 100},
+		Log:      slog.New(slog.NewTextHandler(&log, nil)),
+	})
+	w := get(h, "/fail")
+	if w.Code != 500 || w.Body.String() != "the exchange failed\n" {
+		t.Errorf("%d %q", w.Code, w.Body)
+	}
+	if l := log.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "sts unreachable") {
+		t.Errorf("log: %s", l)
+	}
+}

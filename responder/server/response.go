@@ -58,6 +58,14 @@ func (w *Response) Forbidden(msg string) { w.Error(http.StatusForbidden, msg) }
 // BadRequest answers 400 with msg.
 func (w *Response) BadRequest(msg string) { w.Error(http.StatusBadRequest, msg) }
 
+// FailWith answers 500 with msg as the body and logs err on the request's
+// line (at error level), for APIs whose clients are told why (the EKS Pod
+// Identity agent's).
+func (w *Response) FailWith(msg string, err error) {
+	w.err = err
+	w.Error(http.StatusInternalServerError, msg)
+}
+
 // Fail answers 500 and logs err on the request's line (at error level);
 // the caller learns nothing of it.
 func (w *Response) Fail(err error) {

@@ -1,8 +1,10 @@
 // Package server is metabind-responder's HTTP side, which knows no
 // flavour: the http.Server's bounds and timeouts, the listen addresses
-// (listenaddr.go, listencheck.go), and the Handler. The Handler refuses
-// what no flavour serves (proxy headers, methods, bodies, odd paths),
-// serves the public documents, routes by path prefix to a flavour,
+// (listenaddr.go, listencheck.go), and the Handler. The Handler sets each
+// route's response headers (a cloud's clients see only its own), refuses
+// what no flavour serves (proxy headers, methods a route does not take,
+// bodies, odd paths), serves the public documents, routes by path prefix
+// to a flavour,
 // identifies the caller by the TCP peer address of its connection only (a
 // store.View lookup), applies the per-caller rate limit (ratelimit.go),
 // resolves the caller's subject, and logs one line per request. A token
