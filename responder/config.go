@@ -29,6 +29,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/metabind/metabind/aws"
 	"github.com/metabind/metabind/gcp"
 	"github.com/metabind/metabind/kube"
 	"github.com/metabind/metabind/responder/issuer"
@@ -51,6 +52,37 @@ type Config struct {
 	// identity federation (STS, then IAM Credentials): see gcp.Config and
 	// docs/GCP.md.
 	GCP *gcp.Config `json:"gcp,omitempty"`
+	// AWS, when present, serves IMDSv2 (/latest) and the container
+	// credentials API (/v1/credentials) with the role credentials STS
+	// AssumeRoleWithWebIdentity gives for the pod's web identity.
+	AWS *AWSConfig `json:"aws,omitempty"`
+}
+
+// AWSConfig is the aws: section.
+type AWSConfig struct {
+	Region          string `json:"region"`
+	STSURL          string `json:"stsURL,omitempty"`
+	CAFile          string `json:"caFile,omitempty"`
+	SessionDuration string `json:"sessionDuration,omitempty"` // 15m..12h, default 1h
+	// IMDSv1 also answers GETs without a session token.
+	IMDSv1 bool `json:"imdsV1,omitempty"`
+
+	Client aws.Config `json:"-"` // the STS client's, completed
+}
+
+func (a *AWSConfig) complete() error {
+	a.Client = aws.Config{Region: a.Region, STSURL: a.STSURL, CAFile: a.CAFile}
+	if a.SessionDuration != "" {
+		d, err := time.ParseDuration(a.SessionDuration)
+		if err != nil {
+			return fmt.Errorf("aws.sessionDuration: %w", err)
+		}
+		a.Client.SessionDuration = d
+	}
+	if err := a.Client.Complete(); err != nil {
+		return fmt.Errorf("aws.%w", err)
+	}
+	return nil
 }
 
 // KubernetesConfig is the kubernetes: section.
@@ -303,6 +335,18 @@ func (c *Config) complete() error {
 	if c.GCP != nil {
 		if err := c.GCP.Complete(); err != nil {
 			return fmt.Errorf("gcp.%w", err)
+		}
+	}
+	if c.AWS != nil {
+		if err := c.AWS.complete(); err != nil {
+			return err
+		}
+	}
+	for i, r := range c.Identities {
+		if r.AWSRoleARN != "" {
+			if err := aws.ValidRoleARN(r.AWSRoleARN); err != nil {
+				return fmt.Errorf("identities[%d].awsRoleArn: %w", i, err)
+			}
 		}
 	}
 	return nil

@@ -53,7 +53,7 @@ func (r *Responder) changed(ctx context.Context, before, now map[netip.Addr]stor
 			r.ForgetPod(b.PodUID)
 		}
 	}
-	if len(r.audiences) == 0 && !r.prefetchAccess {
+	if len(r.audiences) == 0 && !r.prefetchAccess && r.awsCreds == nil {
 		return
 	}
 	for ip, b := range now {
@@ -75,6 +75,11 @@ func (r *Responder) prefetch(ctx context.Context, b store.Binding, log *slog.Log
 		return
 	}
 	s.Binding = b
+	if r.awsCreds != nil && credentials.Role(s) != "" {
+		if _, _, err := credentials.AWSCredentials(ctx, r.awsCreds, s); err != nil {
+			log.Debug("prefetch failed", "ip", b.IP.String(), "pod", b.Namespace+"/"+b.Pod, "role", credentials.Role(s), "error", err.Error())
+		}
+	}
 	if r.prefetchAccess {
 		scopes := slices.Compact(slices.Sorted(slices.Values(s.Scopes))) // as the flavour keys a request without ?scopes=
 		if _, err := r.tokens.AccessToken(ctx, s, scopes); err != nil {
@@ -90,7 +95,12 @@ func (r *Responder) prefetch(ctx context.Context, b store.Binding, log *slog.Log
 
 // ForgetPod drops the cached tokens of the pod with uid (its binding or its
 // API object is gone).
-func (r *Responder) ForgetPod(uid string) { r.tokens.ForgetPod(uid) }
+func (r *Responder) ForgetPod(uid string) {
+	r.tokens.ForgetPod(uid)
+	if r.awsCreds != nil {
+		r.awsCreds.ForgetPod(uid)
+	}
+}
 
 // sameMap reports whether a and b are the same map: the view makes a new
 // one for every change.

@@ -32,6 +32,9 @@ type Responder struct {
 	// (a cloud exchange), so its pod's first request is answered from
 	// the cache.
 	prefetchAccess bool
+	// awsCreds caches role credentials (aws: configured), warmed for a
+	// new binding whose account names a role.
+	awsCreds *credentials.Cache
 }
 
 // New assembles the responder for cfg (from ParseConfig or LoadConfig),
@@ -54,7 +57,10 @@ func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog
 		}
 		src = g
 	}
-	r := assemble(cfg, lookup, iss, subject.NewStatic(cfg.Identities, cfg.Project.ID), src, log)
+	r, err := assemble(cfg, lookup, iss, subject.NewStatic(cfg.Identities, cfg.Project.ID), src, source, log)
+	if err != nil {
+		return nil, err
+	}
 	r.prefetchAccess = cfg.GCP != nil
 	return r, nil
 }
@@ -87,16 +93,25 @@ func NewKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer,
 		if err != nil {
 			return nil, err
 		}
-		r := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), g, log)
+		r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), g, k8s, log)
+		if err != nil {
+			return nil, err
+		}
 		r.prefetchAccess = true
 		return r, nil
 	}
-	r := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), k8s, log)
+	r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), k8s, k8s, log)
+	if err != nil {
+		return nil, err
+	}
 	r.audiences = cfg.Kubernetes.Audiences
 	return r, nil
 }
 
-func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subjects subject.Resolver, source credentials.Source, log *slog.Logger) *Responder {
+// assemble builds the responder; web mints the web identity tokens a
+// cloud exchanges (the AWS flavours').
+func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subjects subject.Resolver, source credentials.Source,
+	web credentials.SubjectTokens, log *slog.Logger) (*Responder, error) {
 	r := &Responder{subjects: subjects, source: source}
 	r.tokens = credentials.NewCache(source, log)
 	var cluster gce.Cluster
@@ -110,16 +125,24 @@ func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subj
 		Zone:             cfg.Node.Zone,
 		Cluster:          cluster,
 	}, r.tokens)
+	routes := []server.Route{{Prefix: gce.Prefix, Flavour: r.gce}}
+	if cfg.AWS != nil {
+		aws, err := r.awsRoutes(cfg, web, log)
+		if err != nil {
+			return nil, err
+		}
+		routes = append(routes, aws...)
+	}
 	r.server = server.New(server.Options{
 		Lookup:   lookup,
 		Resolver: r.subjects,
-		Routes:   []server.Route{{Prefix: gce.Prefix, Flavour: r.gce}},
+		Routes:   routes,
 		Public:   publicDocuments(iss),
 		Header:   gce.ResponseHeader(),
 		Limits:   server.Limits{RequestsPerSecond: *cfg.Limits.RequestsPerSecond, Burst: *cfg.Limits.Burst},
 		Log:      log,
 	})
-	return r
+	return r, nil
 }
 
 func (r *Responder) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.server.ServeHTTP(w, req) }

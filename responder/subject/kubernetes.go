@@ -13,6 +13,10 @@ import (
 	"github.com/metabind/metabind/store"
 )
 
+// RoleARNAnnotation names the IAM role a Kubernetes service account stands
+// for (EKS IRSA); a static rule's awsRoleArn is carried as if annotated.
+const RoleARNAnnotation = "eks.amazonaws.com/role-arn"
+
 // GCPServiceAccountAnnotation names the Google service account a
 // Kubernetes service account stands for (GKE Workload Identity).
 const GCPServiceAccountAnnotation = "iam.gke.io/gcp-service-account"

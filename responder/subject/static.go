@@ -27,6 +27,10 @@ type Rule struct {
 	// workload identity convention) and tokens carry no email claim.
 	Email  string   `json:"email,omitempty"`
 	Scopes []string `json:"scopes,omitempty"`
+	// AWSRoleARN is the IAM role the pods assume with the aws: section
+	// (standalone mode; in Kubernetes mode the service account's
+	// eks.amazonaws.com/role-arn annotation).
+	AWSRoleARN string `json:"awsRoleArn,omitempty"`
 }
 
 // Matches reports whether the rule grants its identity to the pod of b.
@@ -52,8 +56,9 @@ func (r *Rule) AccountEmail(projectID string) string {
 
 // Static resolves by identity rules (validated, as the configuration does).
 type Static struct {
-	rules  []Rule
-	emails []string // AccountEmail of each rule
+	rules       []Rule
+	emails      []string            // AccountEmail of each rule
+	annotations []map[string]string // each rule's awsRoleArn as RoleARNAnnotation
 }
 
 var _ Resolver = (*Static)(nil)
@@ -64,6 +69,11 @@ func NewStatic(rules []Rule, projectID string) *Static {
 	s := &Static{rules: rules}
 	for i := range rules {
 		s.emails = append(s.emails, rules[i].AccountEmail(projectID))
+		var ann map[string]string
+		if rules[i].AWSRoleARN != "" {
+			ann = map[string]string{RoleARNAnnotation: rules[i].AWSRoleARN}
+		}
+		s.annotations = append(s.annotations, ann)
 	}
 	return s
 }
@@ -96,5 +106,6 @@ func (s *Static) Resolve(_ context.Context, b store.Binding) (Subject, error) {
 		Email:          s.emails[i],
 		EmailClaim:     r.Email,
 		Scopes:         r.Scopes,
+		Annotations:    s.annotations[i],
 	}, nil
 }
