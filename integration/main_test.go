@@ -17,6 +17,7 @@ var (
 	binDir         string // metabind, metabind-responder, metabindctl
 	testhookBinDir string // metabind built with -tags metabind_testhooks: it dies at plugin.CrashEnv's checkpoint
 	podClient      string // integration/podclient: the real Go metadata clients
+	awsClient      string // integration/awsclient: aws-sdk-go-v2's default credential chain
 	cniPluginsDir  string // ptp, bridge, host-local, ... (scripts/install-deps.sh)
 	setupProblem   string // why the tests cannot run here, if they cannot
 )
@@ -53,7 +54,7 @@ func prepare(root string) (problem string, cleanup func()) {
 	cleanup = func() { os.RemoveAll(dir) }
 	// make test hands over the binaries it built (the test-hook plugin in
 	// METABIND_TESTHOOK_BIN_DIR); alone, build them here.
-	pkgs := []string{"./integration/podclient"}
+	pkgs := []string{"./integration/podclient", "./integration/awsclient"}
 	if binDir = os.Getenv("METABIND_BIN_DIR"); binDir == "" {
 		binDir = dir
 		pkgs = append(pkgs, "./cmd/...")
@@ -71,6 +72,7 @@ func prepare(root string) (problem string, cleanup func()) {
 		}
 	}
 	podClient = filepath.Join(dir, "podclient")
+	awsClient = filepath.Join(dir, "awsclient")
 	return "", cleanup
 }
 
