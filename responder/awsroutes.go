@@ -54,4 +54,3 @@ func (a awsSource) Credentials(ctx context.Context, s subject.Subject) (awsflavo
 	return awsflavour.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey, SessionToken: c.SessionToken,
 		AccountID: c.AccountID, Expiration: c.Expiration, LastUpdated: issued}, nil
 }
-
