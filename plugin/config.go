@@ -41,16 +41,24 @@ type NetConf struct {
 	// only when metadataAddress6 is set.
 	MetadataAddress6  string `json:"metadataAddress6,omitempty"`
 	ResponderAddress6 string `json:"responderAddress6,omitempty"`
+	// Container credentials (the EKS Pod Identity API): another address a
+	// pod's traffic to is redirected like metadata traffic, to the same
+	// responder address. Unset by default.
+	ContainerCredentialsAddress  string `json:"containerCredentialsAddress,omitempty"`
+	ContainerCredentialsAddress6 string `json:"containerCredentialsAddress6,omitempty"`
 
 	RuntimeConfig struct {
 		PodAnnotations map[string]string `json:"io.kubernetes.cri.pod-annotations,omitempty"`
 	} `json:"runtimeConfig,omitempty"`
 
-	Metadata   netip.AddrPort  `json:"-"`
-	Responder  netip.AddrPort  `json:"-"`
-	Metadata6  netip.AddrPort  `json:"-"` // zero: IPv4 only
-	Responder6 netip.AddrPort  `json:"-"`
-	Result     *current.Result `json:"-"` // prevResult, when the runtime sent one
+	Metadata   netip.AddrPort `json:"-"`
+	Responder  netip.AddrPort `json:"-"`
+	Metadata6  netip.AddrPort `json:"-"` // zero: IPv4 only
+	Responder6 netip.AddrPort `json:"-"`
+	// ContainerCredentials and ContainerCredentials6 are zero when unset.
+	ContainerCredentials  netip.AddrPort  `json:"-"`
+	ContainerCredentials6 netip.AddrPort  `json:"-"`
+	Result                *current.Result `json:"-"` // prevResult, when the runtime sent one
 	// ResultErr is why prevResult could not be read. ADD and CHECK refuse
 	// it; DEL, which needs no prevResult, goes on without.
 	ResultErr error `json:"-"`
@@ -103,10 +111,43 @@ func parseValues(stdin []byte) (*NetConf, error) {
 	} else if conf.ResponderAddress6 != "" {
 		return nil, fmt.Errorf("netconf responderAddress6 %q: set metadataAddress6 too, or neither", conf.ResponderAddress6)
 	}
+	if conf.ContainerCredentialsAddress != "" {
+		if conf.ContainerCredentials, err = parseAddress("containerCredentialsAddress", conf.ContainerCredentialsAddress); err != nil {
+			return nil, err
+		}
+		if err := differ("containerCredentialsAddress", conf.ContainerCredentials, conf.Metadata, "metadataAddress", conf.Responder, "responderAddress"); err != nil {
+			return nil, err
+		}
+	}
+	if conf.ContainerCredentialsAddress6 != "" {
+		if !conf.Metadata6.IsValid() {
+			return nil, fmt.Errorf("netconf containerCredentialsAddress6 %q: set metadataAddress6 too (IPv6 is redirected only with it)", conf.ContainerCredentialsAddress6)
+		}
+		if conf.ContainerCredentials6, err = parseAddress6("containerCredentialsAddress6", conf.ContainerCredentialsAddress6); err != nil {
+			return nil, err
+		}
+		if err := differ("containerCredentialsAddress6", conf.ContainerCredentials6, conf.Metadata6, "metadataAddress6", conf.Responder6, "responderAddress6"); err != nil {
+			return nil, err
+		}
+	}
 	if conf.RawPrevResult != nil {
 		conf.Result, conf.ResultErr = parsePrevResult(&conf.NetConf)
 	}
 	return conf, nil
+}
+
+// differ refuses an extra redirected address that is the metadata or the
+// responder address of its family: the base would then redirect the
+// responder's own traffic, or hold the metadata address's jumps twice.
+// Another port of the same IP is fine: the jumps match the port.
+func differ(key string, addr, metadata netip.AddrPort, metadataKey string, responder netip.AddrPort, responderKey string) error {
+	if addr == metadata {
+		return fmt.Errorf("netconf %s %q: must differ from %s", key, addr, metadataKey)
+	}
+	if addr == responder {
+		return fmt.Errorf("netconf %s %q: must differ from %s", key, addr, responderKey)
+	}
+	return nil
 }
 
 func setDefaults(conf *NetConf) {

@@ -122,7 +122,8 @@ func ruleOf(b store.Binding) redirect.Rule { return redirect.RuleFor(b) }
 
 // redirects are the iptables sides of this call's netconf.
 func (p *Plugin) redirects(c *call) *redirect.Set {
-	rds := redirect.NewSet(p.NewRedirect, c.conf.Metadata, c.conf.Responder, c.conf.Metadata6, c.conf.Responder6)
+	rds := redirect.NewSet(p.NewRedirect, c.conf.Metadata, c.conf.Responder, c.conf.Metadata6, c.conf.Responder6).
+		AlsoRedirect(c.conf.ContainerCredentials, c.conf.ContainerCredentials6)
 	rds.AfterPiece = func() { p.checkpoint(c.verb + ":first-rule-piece") }
 	return rds
 }

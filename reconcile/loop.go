@@ -39,8 +39,8 @@ type Repairer struct {
 	// responder checks its listen addresses against them).
 	OnBases func([]store.Base)
 
-	made     map[store.Base]*redirect.Redirect
-	lastDiff string // the per-pod difference the previous look found
+	made     map[string]*redirect.Redirect // by store.Base.Key
+	lastDiff string                        // the per-pod difference the previous look found
 }
 
 // Run repairs every interval until ctx is done.
@@ -153,14 +153,14 @@ func (r *Repairer) redirects() ([]store.Base, []*redirect.Redirect, error) {
 		return nil, nil, err
 	}
 	if r.made == nil {
-		r.made = map[store.Base]*redirect.Redirect{}
+		r.made = map[string]*redirect.Redirect{}
 	}
 	var out []*redirect.Redirect
 	for _, b := range bases {
-		k := store.Base{Metadata: b.Metadata, Responder: b.Responder, Backend: b.Backend}
+		k := b.Key()
 		rd := r.made[k]
 		if rd == nil {
-			if rd, err = r.NewRedirect(b.Metadata, b.Responder); err != nil {
+			if rd, err = r.NewRedirect(b.Metadata, b.Responder, b.Extra...); err != nil {
 				return nil, nil, err
 			}
 			r.made[k] = rd

@@ -72,11 +72,12 @@ func (r *Redirect) audit() (damage, error) {
 		d.present[p.listed()] = n
 		if n == 0 {
 			d.problems = append(d.problems, fmt.Sprintf("%s %s lacks metabind's rule %q", p.table, p.chain, strings.Join(p.spec, " ")))
-			if p.first {
-				d.replace[p.table+" "+p.chain] = true
-			}
 		}
 	}
+	// A jump missing from a built-in chain (a flushed chain, a base that
+	// gained a redirected address on upgrade) is only added: inserted on
+	// top, it leaves the jumps that are there in place, so a bound pod is
+	// never refused nor an unbound one let through meanwhile.
 	// The jumps must stand on top of their built-in chains, with nothing
 	// but metabind's own rules above them, and the jump to the source
 	// check above the REJECT that follows it. Nothing more is required of
@@ -102,6 +103,12 @@ func (r *Redirect) audit() (damage, error) {
 		if jump, guard := index(lines, r.sourceJump().listed()), index(lines, r.guard().listed()); k == "filter INPUT" && jump >= 0 && guard >= 0 && guard < jump {
 			ok = false
 			d.problems = append(d.problems, fmt.Sprintf("%s: the REJECT stands above the jump to %s", k, SourceChain))
+		}
+		// A missing jump is inserted on top, above the jumps that are there
+		// (see EnsureBase): harmless for all but the REJECT, which must not
+		// go above a jump to the source check that is still listed.
+		if k == "filter INPUT" && d.present[r.guard().listed()] == 0 && d.present[r.sourceJump().listed()] > 0 {
+			ok = false
 		}
 		if !ok {
 			d.replace[k] = true
@@ -131,49 +138,56 @@ func (r *Redirect) EnsureBase() ([]string, error) {
 			}
 		}
 	}
-	if len(d.replace) == 0 {
+	if r.restore != nil {
+		if b := r.jumpBatch(d); b.String() != "" {
+			return d.problems, r.restore(b.String())
+		}
 		return d.problems, nil
 	}
-	if r.restore != nil {
-		return d.problems, r.replaceAtomically(d)
-	}
 	for _, k := range firstChains(r.base) {
-		if !d.replace[k] {
-			continue
-		}
 		for _, p := range r.base {
-			if p.first && p.table+" "+p.chain == k {
+			if !p.first || p.table+" "+p.chain != k {
+				continue
+			}
+			if d.replace[k] {
 				for n := d.present[p.listed()]; n > 0; n-- {
 					if err := r.tables.Delete(p.table, p.chain, p.spec...); err != nil && !isNotExist(err) {
 						return d.problems, fmt.Errorf("re-place %s: %w", k, err)
 					}
 				}
-				if err := r.put(p); err != nil {
-					return d.problems, err
-				}
+			} else if d.present[p.listed()] > 0 {
+				continue
+			}
+			if err := r.put(p); err != nil {
+				return d.problems, err
 			}
 		}
 	}
 	return d.problems, nil
 }
 
-// replaceAtomically deletes every listed copy of the jumps of the damaged
-// chains and inserts them on top, in one iptables-restore run: each table
-// commits whole, so there is no moment without the block or the source
-// check. If the chains changed since the audit, the run fails and changes
-// nothing; the next repair tries again.
-func (r *Redirect) replaceAtomically(d damage) error {
+// jumpBatch puts the jumps right, in one iptables-restore run: in a
+// damaged chain it deletes every listed copy of them and inserts them on
+// top; elsewhere it inserts the missing ones on top. Each table commits
+// whole, so there is no moment without the block or the source check. If
+// the chains changed since the audit, the run fails and changes nothing;
+// the next repair tries again.
+func (r *Redirect) jumpBatch(d damage) batch {
 	var b batch
 	for _, p := range r.base {
-		if !p.first || !d.replace[p.table+" "+p.chain] {
+		if !p.first {
 			continue
 		}
-		for n := d.present[p.listed()]; n > 0; n-- {
-			b.line(p.table, "-D", p.chain, p.spec)
+		if d.replace[p.table+" "+p.chain] {
+			for n := d.present[p.listed()]; n > 0; n-- {
+				b.line(p.table, "-D", p.chain, p.spec)
+			}
+		} else if d.present[p.listed()] > 0 {
+			continue
 		}
 		b.line(p.table, "-I", p.chain+" 1", p.spec)
 	}
-	return r.restore(b.String())
+	return b
 }
 
 // listRules returns a chain's rules as `iptables -S` prints them, without

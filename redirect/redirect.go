@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -34,6 +35,7 @@ var _ Tables = (*iptables.IPTables)(nil)
 type Redirect struct {
 	family   int            // 0: IPv4, 1: IPv6
 	metadata netip.AddrPort // what its base redirects
+	extra    []netip.AddrPort
 	tables   Tables
 	restore  func(batch string) error // nil: no batches, rule by rule
 	base     []piece
@@ -45,20 +47,25 @@ type Redirect struct {
 
 // New returns a Redirect that runs iptables, or ip6tables for an IPv6
 // metadata address (waiting up to 5 s for the xtables lock where the
-// backend has one). It runs nothing yet.
-func New(metadata, responder netip.AddrPort) (*Redirect, error) {
+// backend has one). It runs nothing yet. extra are the addresses of the
+// same family redirected like metadata (container credentials).
+func New(metadata, responder netip.AddrPort, extra ...netip.AddrPort) (*Redirect, error) {
 	family := iptables.ProtocolIPv4
 	if metadata.Addr().Is6() {
 		family = iptables.ProtocolIPv6
 	}
-	r := NewWithTables(&lazyTables{family: family}, metadata, responder)
+	r := NewWithTables(&lazyTables{family: family}, metadata, responder, extra...)
 	r.restore = restoreWith(family)
 	return r, nil
 }
 
 // NewWithTables returns a Redirect over t, without batches.
-func NewWithTables(t Tables, metadata, responder netip.AddrPort) *Redirect {
-	return &Redirect{family: Family(metadata.Addr()), metadata: metadata, tables: t, base: base(metadata, responder)}
+func NewWithTables(t Tables, metadata, responder netip.AddrPort, extra ...netip.AddrPort) *Redirect {
+	extra = slices.Clone(extra)
+	return &Redirect{
+		family: Family(metadata.Addr()), metadata: metadata, extra: extra, tables: t,
+		base: base(append([]netip.AddrPort{metadata}, extra...), responder),
+	}
 }
 
 // Family is 0 for IPv4 and 1 for IPv6.
@@ -66,6 +73,10 @@ func (r *Redirect) Family() int { return r.family }
 
 // Metadata is the metadata address the base redirects.
 func (r *Redirect) Metadata() netip.AddrPort { return r.metadata }
+
+// Extra are the other addresses the base redirects like the metadata
+// address.
+func (r *Redirect) Extra() []netip.AddrPort { return slices.Clone(r.extra) }
 
 // Ready runs iptables once, to tell whether it works at all (STATUS).
 func (r *Redirect) Ready() error {

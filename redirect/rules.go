@@ -3,7 +3,7 @@
 // that every packet reaching the responder must pass, and the filter rules
 // that reject metadata traffic no pod rule claimed.
 //
-//	nat PREROUTING     -d META -p tcp --dport P  -j METABIND-DNAT        (one jump, only metadata traffic)
+//	nat PREROUTING     -d META -p tcp --dport P  -j METABIND-DNAT        (one jump per redirected address, see below)
 //	nat METABIND-DNAT    -i VETH -s POD_IP -p tcp  -j DNAT --to RESPONDER   (one rule per pod IP)
 //	filter INPUT         ! -i lo -d RESPONDER -p tcp --dport RP  -j METABIND-SOURCE
 //	filter METABIND-SOURCE  -i VETH -s POD_IP  -j ACCEPT  (one rule per pod IP)
@@ -23,6 +23,12 @@
 // traffic (an unbound pod, a forged source, the wrong veth) meets
 // METABIND-BLOCK. The node's own processes leave through OUTPUT and
 // loopback and are never affected.
+//
+// Other addresses a pod reaches its credentials by (netconf
+// containerCredentialsAddress) are redirected exactly like META: each gets
+// its own PREROUTING jump and FORWARD/INPUT block jumps, and the per-pod
+// DNAT rule, which matches no destination, sends their traffic to the same
+// responder address.
 package redirect
 
 import (
@@ -141,23 +147,36 @@ func jumpSpec(addr netip.AddrPort, notLo bool, target, comment string) []string 
 // base is every rule and chain the per-pod rules rely on, in the order
 // EnsureBase installs them: the blocks before the redirect, so there is
 // never a moment with a redirect and no block. A piece with no spec is a
-// chain.
-func base(metadata, responder netip.AddrPort) []piece {
-	return []piece{
+// chain. redirected are the addresses whose traffic the per-pod rules
+// claim, the metadata address first, then any other (a container
+// credentials address): each gets a PREROUTING jump to NATChain and block
+// jumps in FORWARD and INPUT, the same rules with another destination, so
+// a base of the metadata address alone is the one metabind always had.
+func base(redirected []netip.AddrPort, responder netip.AddrPort) []piece {
+	out := []piece{
 		{"filter", FilterChain, nil, false},
 		{"filter", FilterChain, blockSpec(commentBlockRule), false},
-		// Unclaimed metadata traffic routed on, to a metadata server behind
-		// the node, and to one on the node itself (loopback spared, so the
-		// node's own processes still reach it).
-		{"filter", "FORWARD", jumpSpec(metadata, false, FilterChain, commentBlockJump), true},
-		{"filter", "INPUT", jumpSpec(metadata, true, FilterChain, commentBlockJump), true},
-		{"filter", SourceChain, nil, false},
-		// Inserted first in this order, the jump ends up above the REJECT.
-		{"filter", "INPUT", guardSpec(responder), true},
-		{"filter", "INPUT", jumpSpec(responder, true, SourceChain, commentSourceJump), true},
-		{"nat", NATChain, nil, false},
-		{"nat", "PREROUTING", jumpSpec(metadata, false, NATChain, commentRedirectJmp), true},
 	}
+	for _, addr := range redirected {
+		// Unclaimed traffic routed on, to a server behind the node, and to
+		// one on the node itself (loopback spared, so the node's own
+		// processes still reach it).
+		out = append(out,
+			piece{"filter", "FORWARD", jumpSpec(addr, false, FilterChain, commentBlockJump), true},
+			piece{"filter", "INPUT", jumpSpec(addr, true, FilterChain, commentBlockJump), true},
+		)
+	}
+	out = append(out,
+		piece{"filter", SourceChain, nil, false},
+		// Inserted first in this order, the jump ends up above the REJECT.
+		piece{"filter", "INPUT", guardSpec(responder), true},
+		piece{"filter", "INPUT", jumpSpec(responder, true, SourceChain, commentSourceJump), true},
+		piece{"nat", NATChain, nil, false},
+	)
+	for _, addr := range redirected {
+		out = append(out, piece{"nat", "PREROUTING", jumpSpec(addr, false, NATChain, commentRedirectJmp), true})
+	}
+	return out
 }
 
 // The comments of the base rules: fixed, as the chain names, since the

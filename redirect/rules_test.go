@@ -12,6 +12,7 @@ import (
 var (
 	metadata  = netip.MustParseAddrPort("169.254.169.254:80")
 	responder = netip.MustParseAddrPort("169.254.169.252:988")
+	ccaddr    = netip.MustParseAddrPort("169.254.170.23:80")
 )
 
 func TestRuleSpec(t *testing.T) {
@@ -42,7 +43,7 @@ func TestSourceSpecMatchesLikeTheDNAT(t *testing.T) {
 
 func TestBaseSelectsOnlyMetadataAndResponderTraffic(t *testing.T) {
 	var jumps []string
-	for _, p := range base(metadata, responder) {
+	for _, p := range base([]netip.AddrPort{metadata}, responder) {
 		if p.spec != nil && (p.chain == "PREROUTING" || p.chain == "INPUT" || p.chain == "FORWARD") {
 			if !p.first {
 				t.Errorf("jump in %s must go first: %q", p.chain, p.spec)
@@ -169,7 +170,7 @@ func TestEnsureBaseRepairsWhatIsMissingAndOnlyThat(t *testing.T) {
 	}
 	// A lost guard is put back below the jump, not above it.
 	var guard piece
-	for _, p := range base(metadata, responder) {
+	for _, p := range base([]netip.AddrPort{metadata}, responder) {
 		if p.chain == "INPUT" && p.spec[len(p.spec)-1] == "tcp-reset" {
 			guard = p
 		}

@@ -4,14 +4,16 @@ import (
 	"net/netip"
 )
 
-// Maker creates the Redirect of one metadata address (New, or a test's).
-type Maker func(metadata, responder netip.AddrPort) (*Redirect, error)
+// Maker creates the Redirect of one metadata address and the other
+// addresses of its family redirected like it (New, or a test's).
+type Maker func(metadata, responder netip.AddrPort, extra ...netip.AddrPort) (*Redirect, error)
 
 // Set is the iptables side of one netconf: IPv4 always, IPv6 when
 // metadataAddress6 is set. Each family's Redirect is created on first use.
 type Set struct {
 	newRedirect Maker
 	addrs       [2][2]netip.AddrPort // by family (0: IPv4, 1: IPv6): metadata, responder
+	extra       [2][]netip.AddrPort  // by family: redirected like metadata
 	made        [2]*Redirect
 	// AfterPiece is handed to every Redirect made (the crash checkpoints).
 	AfterPiece func()
@@ -24,6 +26,19 @@ func NewSet(newRedirect Maker, metadata, responder, metadata6, responder6 netip.
 		newRedirect: newRedirect,
 		addrs:       [2][2]netip.AddrPort{{metadata, responder}, {metadata6, responder6}},
 	}
+}
+
+// AlsoRedirect adds addresses redirected like the metadata address of
+// their family (containerCredentialsAddress and its IPv6 key), before the
+// first For.
+func (r *Set) AlsoRedirect(addrs ...netip.AddrPort) *Set {
+	for _, a := range addrs {
+		if a.IsValid() {
+			f := Family(a.Addr())
+			r.extra[f] = append(r.extra[f], a)
+		}
+	}
+	return r
 }
 
 // Family is 0 for IPv4 and 1 for IPv6: the index of ip's redirect.
@@ -50,14 +65,14 @@ func (r *Set) For(ip netip.Addr) (*Redirect, error) {
 	if r.made[f] != nil {
 		return r.made[f], nil
 	}
-	metadata, responder := r.addrs[f][0], r.addrs[f][1]
+	metadata, responder, extra := r.addrs[f][0], r.addrs[f][1], r.extra[f]
 	if !metadata.IsValid() {
 		// Not configured (any more): good for finding and removing per-pod
 		// rules, which carry their own responder address, not for set-up.
 		metadata = netip.AddrPortFrom(netip.IPv6Unspecified(), 0)
-		responder = metadata
+		responder, extra = metadata, nil
 	}
-	rd, err := r.newRedirect(metadata, responder)
+	rd, err := r.newRedirect(metadata, responder, extra...)
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -14,6 +15,10 @@ import (
 type Base struct {
 	Metadata  netip.AddrPort `json:"metadata"`
 	Responder netip.AddrPort `json:"responder"`
+	// Extra are the other addresses of Metadata's family redirected like it
+	// (netconf containerCredentialsAddress, or its IPv6 key). Records
+	// written before it existed have none.
+	Extra []netip.AddrPort `json:"extra,omitempty"`
 	// Backend is what programs the redirect: "iptables" today.
 	Backend  string    `json:"backend"`
 	Recorded time.Time `json:"recorded"`
@@ -21,8 +26,22 @@ type Base struct {
 
 func (b Base) key() []byte { return []byte(b.Metadata.String() + " " + b.Responder.String()) }
 
+// Key tells bases apart by everything their rules depend on (Recorded
+// aside).
+func (b Base) Key() string {
+	k := b.Backend + " " + string(b.key())
+	for _, a := range b.Extra {
+		k += " " + a.String()
+	}
+	return k
+}
+
 // RecordBase stores b unless the same addresses and backend are recorded
 // already: an ADD calls it in its own transaction, where it costs one read.
+// A record of the same metadata and responder addresses gains b's extra
+// addresses it lacks and keeps its own: two networks of the node may
+// differ in them, and the jumps of either must be kept whole, not those of
+// whichever ADD ran last.
 func (t *Tx) RecordBase(b Base) error {
 	bk := t.tx.Bucket(bucketBases)
 	if bk == nil {
@@ -31,7 +50,16 @@ func (t *Tx) RecordBase(b Base) error {
 	if v := bk.Get(b.key()); v != nil {
 		var old Base
 		if json.Unmarshal(v, &old) == nil && old.Backend == b.Backend {
-			return nil
+			extra := old.Extra
+			for _, a := range b.Extra {
+				if !slices.Contains(extra, a) {
+					extra = append(extra, a)
+				}
+			}
+			if len(extra) == len(old.Extra) {
+				return nil
+			}
+			b.Extra = extra
 		}
 	}
 	v, err := json.Marshal(b)

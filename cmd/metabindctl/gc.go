@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"time"
 
@@ -74,14 +73,14 @@ func runGC(stateDir string, argv []string, stdout, stderr io.Writer) error {
 // as the plugin checks its netconf, or else every base the plugin recorded
 // (the defaults on a store that has none yet).
 func gcRedirects(stateDir, metadata, responder, metadata6, responder6 string) ([]*redirect.Redirect, error) {
-	var pairs [][2]netip.AddrPort
+	var pairs []store.Base // the recorded bases keep their extra addresses
 	if metadata == "" && metadata6 == "" {
 		bases, err := store.ReadBases(stateDir, readTimeout)
 		if err != nil {
 			return nil, err
 		}
 		for _, b := range bases {
-			pairs = append(pairs, [2]netip.AddrPort{b.Metadata, b.Responder})
+			pairs = append(pairs, b)
 		}
 		if len(pairs) == 0 {
 			metadata = plugin.DefaultMetadataAddress
@@ -100,14 +99,14 @@ func gcRedirects(stateDir, metadata, responder, metadata6, responder6 string) ([
 		if err != nil {
 			return nil, err
 		}
-		pairs = append(pairs, [2]netip.AddrPort{conf.Metadata, conf.Responder})
+		pairs = append(pairs, store.Base{Metadata: conf.Metadata, Responder: conf.Responder})
 		if conf.Metadata6.IsValid() {
-			pairs = append(pairs, [2]netip.AddrPort{conf.Metadata6, conf.Responder6})
+			pairs = append(pairs, store.Base{Metadata: conf.Metadata6, Responder: conf.Responder6})
 		}
 	}
 	var out []*redirect.Redirect
 	for _, p := range pairs {
-		rd, err := redirect.New(p[0], p[1])
+		rd, err := redirect.New(p.Metadata, p.Responder, p.Extra...)
 		if err != nil {
 			return nil, err
 		}
