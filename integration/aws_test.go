@@ -27,6 +27,7 @@ const fakeAWSAddr = "10.197.99.2"
 // and a trust table of which sub may assume which role.
 func TestAWSWebIdentity(t *testing.T) {
 	n := newNode(t, chain{name: "ptp", subnet: "10.197.88.0/22"})
+	n.list = withMetabindKeys(t, n.list, map[string]any{"containerCredentialsAddress": "169.254.170.23:80"})
 	n.run(t, "ip", "addr", "add", fakeAWSAddr+"/32", "dev", "lo")
 	c := kubeapi.Start(t, t.TempDir(), kubeapi.NetNS(n.ns.Path()))
 	fa := fakeaws.Start(t, t.TempDir(), fakeaws.Options{
@@ -109,6 +110,25 @@ limits: {requestsPerSecond: 10000, burst: 100000}
 		}
 		if keys["reader-1"] == keys["writer-1"] {
 			t.Fatal("two roles, one key")
+		}
+	})
+
+	t.Run("container credentials API: the SDK's full-URI provider", func(t *testing.T) {
+		a, err := sdk(r1, "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.23/v1/credentials")
+		if err != nil {
+			t.Fatal(err)
+		}
+		role, ok := fa.KeyInfo(a.AccessKeyID)
+		if !ok || role != reader || !a.Listed {
+			t.Fatalf("key %s of role %q (known %v), S3 listed %v, provider %q; want %s and an accepted request", a.AccessKeyID, role, ok, a.Listed, a.Source, reader)
+		}
+		t.Logf("reader-1: credentials from %s", a.Source)
+		// Another pod's session token in Authorization: refused.
+		_, tokW := do(t, w1, tokenRequest(t))
+		req, _ := http.NewRequest(http.MethodGet, "http://169.254.170.23/v1/credentials", nil)
+		req.Header.Set("Authorization", tokW)
+		if code, body := do(t, r1, req); code != 403 {
+			t.Errorf("container API with another pod's token: %d %q, want 403", code, body)
 		}
 	})
 
