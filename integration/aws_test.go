@@ -26,7 +26,7 @@ const fakeAWSAddr = "10.197.99.2"
 // checks the token against the API server's JWKS, its audience and expiry,
 // and a trust table of which sub may assume which role.
 func TestAWSWebIdentity(t *testing.T) {
-	n := newNode(t, chain{name: "ptp", subnet: "10.197.88.0/22"})
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.88.0/24"})
 	n.list = withMetabindKeys(t, n.list, map[string]any{"containerCredentialsAddress": "169.254.170.23:80"})
 	n.run(t, "ip", "addr", "add", fakeAWSAddr+"/32", "dev", "lo")
 	c := kubeapi.Start(t, t.TempDir(), kubeapi.NetNS(n.ns.Path()))
