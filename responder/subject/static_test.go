@@ -43,3 +43,18 @@ func TestStatic(t *testing.T) {
 		}
 	}
 }
+
+// A standalone rule's awsRoleArn reaches the credential sources as the
+// annotation a Kubernetes service account would carry.
+func TestStaticRuleAWSRole(t *testing.T) {
+	const role = "arn:aws:iam::111122223333:role/reader"
+	s := NewStatic([]Rule{{Namespace: "payments", ServiceAccount: "api", AWSRoleARN: role}, {Namespace: "web", ServiceAccount: "site"}}, "p")
+	got, err := s.Resolve(context.Background(), store.Binding{Namespace: "payments", Pod: "api-1", PodUID: "u"})
+	if err != nil || got.Annotations[RoleARNAnnotation] != role {
+		t.Fatalf("rule with awsRoleArn: %+v, %v", got.Annotations, err)
+	}
+	got, err = s.Resolve(context.Background(), store.Binding{Namespace: "web", Pod: "site-1", PodUID: "u"})
+	if err != nil || got.Annotations[RoleARNAnnotation] != "" {
+		t.Fatalf("rule without: %+v, %v", got.Annotations, err)
+	}
+}
