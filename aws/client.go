@@ -2,8 +2,6 @@ package aws
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/xml"
 	"errors"
 	"fmt"
@@ -14,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/metabind/metabind/internal/httpsclient"
 )
 
 // The Query API's action and version.
@@ -70,28 +70,15 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Complete(); err != nil {
 		return nil, err
 	}
-	roots, err := x509.SystemCertPool()
-	if err != nil || roots == nil {
-		roots = x509.NewCertPool()
+	hc, err := httpsclient.New(cfg.CAFile)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.CAFile != "" {
-		pem, err := readCAFile(cfg.CAFile)
-		if err != nil {
-			return nil, err
-		}
-		roots.AppendCertsFromPEM(pem)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	tr.MaxIdleConnsPerHost = 8
 	return &Client{
 		cfg: cfg,
-		http: &http.Client{
-			Transport: tr,
-			// STS does not redirect; a redirect is an answer of something
-			// else, and the web identity token is not sent on.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		// STS does not redirect; a redirect is an answer of something
+		// else, and the web identity token is not sent on.
+		http: hc,
 	}, nil
 }
 

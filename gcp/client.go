@@ -3,8 +3,6 @@ package gcp
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -16,6 +14,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/metabind/metabind/internal/httpsclient"
 )
 
 // The token exchange's constants (RFC 8693, as Google's STS takes them).
@@ -60,29 +60,16 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Complete(); err != nil {
 		return nil, err
 	}
-	roots, err := x509.SystemCertPool()
-	if err != nil || roots == nil {
-		roots = x509.NewCertPool()
+	hc, err := httpsclient.New(cfg.CAFile)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.CAFile != "" {
-		pem, err := readCAFile(cfg.CAFile)
-		if err != nil {
-			return nil, err
-		}
-		roots.AppendCertsFromPEM(pem)
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	tr.MaxIdleConnsPerHost = 8
 	return &Client{
 		cfg: cfg,
-		http: &http.Client{
-			Transport: tr,
-			// Google's endpoints do not redirect; a redirect is an answer
-			// of something else, and a bearer token is not sent on.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		now: time.Now,
+		// Google's endpoints do not redirect; a redirect is an answer
+		// of something else, and a bearer token is not sent on.
+		http: hc,
+		now:  time.Now,
 	}, nil
 }
 

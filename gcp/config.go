@@ -1,13 +1,13 @@
 package gcp
 
 import (
-	"crypto/x509"
 	"fmt"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/metabind/metabind/internal/httpsclient"
 )
 
 // Google's endpoints and the per-call bound.
@@ -71,7 +71,7 @@ func (c *Config) Complete() error {
 		return err
 	}
 	if c.CAFile != "" {
-		if _, err := readCAFile(c.CAFile); err != nil {
+		if _, err := httpsclient.ReadCAFile(c.CAFile); err != nil {
 			return err
 		}
 	}
@@ -118,16 +118,4 @@ func checkURL(field, raw string) error {
 		return fmt.Errorf("%s: %q: no user, query or fragment allowed", field, raw)
 	}
 	return nil
-}
-
-// readCAFile reads path and checks it holds at least one PEM certificate.
-func readCAFile(path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("caFile: %w", err)
-	}
-	if !x509.NewCertPool().AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("caFile: %s: no PEM certificate in it", path)
-	}
-	return data, nil
 }

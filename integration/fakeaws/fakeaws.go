@@ -58,7 +58,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"net"
 	"net/http"
 	"os"
@@ -69,8 +68,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
+	"github.com/metabind/metabind/integration/tlsfake"
 )
 
 // Options says which issuer the fake's account trusts and where it listens.
@@ -131,10 +129,9 @@ type Fake struct {
 	// Region is the region S3 requests are signed for.
 	Region string
 
-	t      testing.TB
-	o      Options
-	srv    *http.Server
-	served chan struct{}
+	t   testing.TB
+	o   Options
+	srv *tlsfake.Server
 
 	mu      sync.Mutex
 	stopped bool
@@ -172,23 +169,17 @@ func Start(t testing.TB, dir string, o Options) *Fake {
 		o:       o,
 		trusted: map[string]map[string]bool{},
 		keys:    map[string]issued{},
-		served:  make(chan struct{}),
 	}
-	ln, ips, err := listen(o)
+	ln, ips, err := tlsfake.Listen(o.ListenAddr, o.NetNS)
 	if err != nil {
 		t.Fatalf("fakeaws: listen on %s: %v", o.ListenAddr, err)
 	}
-	addr := ln.Addr().(*net.TCPAddr)
-	f.Port = addr.Port
-	f.Host = "127.0.0.1"
-	if !addr.IP.IsUnspecified() {
-		f.Host = addr.IP.String()
-	}
+	f.Host, f.Port = tlsfake.HostPort(ln)
 	base := "https://" + net.JoinHostPort(f.Host, strconv.Itoa(f.Port))
 	f.STSURL = base + stsPath
 	f.S3URL = base
 
-	tlsConfig, caPEM, err := serving(append(ips, o.CertIPs...))
+	tlsConfig, caPEM, err := tlsfake.Serving("fakeaws", append(ips, o.CertIPs...))
 	if err != nil {
 		ln.Close()
 		t.Fatalf("fakeaws: certificates: %v", err)
@@ -203,16 +194,7 @@ func Start(t testing.TB, dir string, o Options) *Fake {
 	mux.HandleFunc(stsPath, f.sts)
 	mux.HandleFunc(stsPath+"/", f.sts)
 	mux.HandleFunc("/", f.s3)
-	f.srv = &http.Server{
-		Handler:           mux,
-		TLSConfig:         tlsConfig,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          log.New(io.Discard, "", 0), // clients the tests make distrust it
-	}
-	go func() {
-		defer close(f.served)
-		f.srv.ServeTLS(ln, "", "")
-	}()
+	f.srv = tlsfake.Serve(ln, tlsConfig, mux)
 	t.Cleanup(f.stop)
 	return f
 }
@@ -250,56 +232,11 @@ func (o *Options) complete() error {
 	return nil
 }
 
-// listen listens on o.ListenAddr, in o.NetNS when given, and returns the
-// addresses the serving certificate must name.
-func listen(o Options) (net.Listener, []net.IP, error) {
-	var ln net.Listener
-	var ips []net.IP
-	do := func() error {
-		var err error
-		if ln, err = net.Listen("tcp", o.ListenAddr); err != nil {
-			return err
-		}
-		ip := ln.Addr().(*net.TCPAddr).IP
-		ips = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-		if !ip.IsUnspecified() {
-			ips = append(ips, ip)
-			return nil
-		}
-		addrs, err := net.InterfaceAddrs()
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				ips = append(ips, n.IP)
-			}
-		}
-		return nil
-	}
-	if o.NetNS == "" {
-		return ln, ips, do()
-	}
-	err := ns.WithNetNSPath(o.NetNS, func(ns.NetNS) error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(lo); err != nil {
-			return err
-		}
-		return do()
-	})
-	return ln, ips, err
-}
-
 func (f *Fake) stop() {
 	f.mu.Lock()
 	f.stopped = true
 	f.mu.Unlock()
 	f.srv.Close()
-	<-f.served
 }
 
 // Trust makes roleARN exist with a trust policy that lets the web identity

@@ -42,8 +42,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"net/http"
 	"os"
@@ -55,9 +53,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/go-jose/go-jose/v4"
-	"github.com/vishvananda/netlink"
+	"github.com/metabind/metabind/integration/tlsfake"
 )
 
 // Options says which provider the fake knows and where it listens.
@@ -135,8 +132,7 @@ type Fake struct {
 	idKey    *rsa.PrivateKey
 	idKid    string
 	idSigner jose.Signer
-	srv      *http.Server
-	served   chan struct{}
+	srv      *tlsfake.Server
 
 	mu      sync.Mutex
 	stopped bool
@@ -163,26 +159,20 @@ func Start(t testing.TB, dir string, o Options) *Fake {
 		pool:    "projects/" + o.ProjectNumber + "/locations/global/workloadIdentityPools/" + o.Pool,
 		allowed: map[string]map[string]bool{},
 		tokens:  map[string]TokenInfo{},
-		served:  make(chan struct{}),
 	}
 	f.audience = "//iam.googleapis.com/" + f.pool + "/providers/" + o.Provider
 
-	ln, ips, err := listen(o)
+	ln, ips, err := tlsfake.Listen(o.ListenAddr, o.NetNS)
 	if err != nil {
 		t.Fatalf("fakegoogle: listen on %s: %v", o.ListenAddr, err)
 	}
-	addr := ln.Addr().(*net.TCPAddr)
-	f.Port = addr.Port
-	f.Host = "127.0.0.1"
-	if !addr.IP.IsUnspecified() {
-		f.Host = addr.IP.String()
-	}
+	f.Host, f.Port = tlsfake.HostPort(ln)
 	base := "https://" + net.JoinHostPort(f.Host, strconv.Itoa(f.Port))
 	f.STSURL = base + stsPath
 	f.IAMURL = base + iamPrefix
 	f.APIURL = base
 
-	tlsConfig, caPEM, err := serving(append(ips, o.CertIPs...))
+	tlsConfig, caPEM, err := tlsfake.Serving("fakegoogle", append(ips, o.CertIPs...))
 	if err != nil {
 		ln.Close()
 		t.Fatalf("fakegoogle: certificates: %v", err)
@@ -205,16 +195,7 @@ func Start(t testing.TB, dir string, o Options) *Fake {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write(f.IDTokenKeys())
 	})
-	f.srv = &http.Server{
-		Handler:           mux,
-		TLSConfig:         tlsConfig,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          log.New(io.Discard, "", 0), // clients the tests make distrust it
-	}
-	go func() {
-		defer close(f.served)
-		f.srv.ServeTLS(ln, "", "")
-	}()
+	f.srv = tlsfake.Serve(ln, tlsConfig, mux)
 	t.Cleanup(f.stop)
 	return f
 }
@@ -242,56 +223,11 @@ func (o *Options) complete() error {
 	return nil
 }
 
-// listen listens on o.ListenAddr, in o.NetNS when given, and returns the
-// addresses the serving certificate must name.
-func listen(o Options) (net.Listener, []net.IP, error) {
-	var ln net.Listener
-	var ips []net.IP
-	do := func() error {
-		var err error
-		if ln, err = net.Listen("tcp", o.ListenAddr); err != nil {
-			return err
-		}
-		ip := ln.Addr().(*net.TCPAddr).IP
-		ips = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
-		if !ip.IsUnspecified() {
-			ips = append(ips, ip)
-			return nil
-		}
-		addrs, err := net.InterfaceAddrs()
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				ips = append(ips, n.IP)
-			}
-		}
-		return nil
-	}
-	if o.NetNS == "" {
-		return ln, ips, do()
-	}
-	err := ns.WithNetNSPath(o.NetNS, func(ns.NetNS) error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		if err := netlink.LinkSetUp(lo); err != nil {
-			return err
-		}
-		return do()
-	})
-	return ln, ips, err
-}
-
 func (f *Fake) stop() {
 	f.mu.Lock()
 	f.stopped = true
 	f.mu.Unlock()
 	f.srv.Close()
-	<-f.served
 }
 
 // Allow lets principal impersonate service account gsaEmail (the role
