@@ -206,6 +206,68 @@ limits: {requestsPerSecond: 10000, burst: 100000}
 		}
 	})
 
+	t.Run("IP reuse: a reused address never yields the previous owner's role", func(t *testing.T) {
+		// One veth and address (from the network without metabind) passes
+		// between a reader pod and a writer pod, metabind alone run for each
+		// owner as the runtime runs it: between an owner's ADD and its DEL
+		// the address gets that owner's role, never the other's, and after
+		// the DEL none.
+		holder := n.addUnboundPod(t, "payments", "holder")
+		prev := mustJSON(t, holder.result)
+		owners := []struct{ name, ksa, role string }{{"reuse-reader", "reader", reader}, {"reuse-writer", "writer", writer}}
+		uids := map[string]string{}
+		for _, o := range owners {
+			uids[o.name] = string(c.CreatePod("payments", o.name, o.ksa, c.NodeName).UID)
+		}
+		credsRole := func() (string, string) {
+			resp, err := nsHTTPClient(holder.ns, nil).Do(tokenRequest(t))
+			if err != nil {
+				return "", err.Error()
+			}
+			tok := readAll(resp)
+			if resp.StatusCode != 200 {
+				return "", fmt.Sprintf("token: %d %q", resp.StatusCode, tok)
+			}
+			req, _ := http.NewRequest(http.MethodGet, "http://"+metadataIP+"/latest/meta-data/iam/security-credentials/", nil)
+			req.Header.Set("X-aws-ec2-metadata-token", tok)
+			code, name := do(t, holder, req)
+			if code != 200 {
+				return "", fmt.Sprintf("role name: %d %q", code, name)
+			}
+			req, _ = http.NewRequest(http.MethodGet, "http://"+metadataIP+"/latest/meta-data/iam/security-credentials/"+name, nil)
+			req.Header.Set("X-aws-ec2-metadata-token", tok)
+			code, body := do(t, holder, req)
+			if code != 200 {
+				return "", fmt.Sprintf("credentials: %d %q", code, body)
+			}
+			var cr struct{ AccessKeyId string }
+			json.Unmarshal([]byte(body), &cr)
+			role, _ := fa.KeyInfo(cr.AccessKeyId)
+			return role, ""
+		}
+		const cycles = 10
+		for k := range cycles {
+			o := owners[k%2]
+			cid := randomID()
+			args := fmt.Sprintf("IgnoreUnknown=1;K8S_POD_NAMESPACE=payments;K8S_POD_NAME=%s;K8S_POD_UID=%s", o.name, uids[o.name])
+			if err := n.metabindOnly("ADD", cid, holder, args, prev); err != nil {
+				t.Fatalf("cycle %d: ADD: %v", k, err)
+			}
+			for range 3 {
+				if got, why := credsRole(); got != o.role {
+					t.Fatalf("cycle %d (%s): credentials of role %q (%s), want %s\nDNAT:\n%s", k, o.name, got, why, o.role, n.natRules(t))
+				}
+			}
+			if err := n.metabindOnly("DEL", cid, holder, args, prev); err != nil {
+				t.Fatalf("cycle %d: DEL: %v", k, err)
+			}
+			if got, _ := credsRole(); got != "" {
+				t.Fatalf("cycle %d: after %s's DEL the address still gets role %q", k, o.name, got)
+			}
+		}
+		t.Logf("%d owner changes on one address, 4 requests each: no wrong role", cycles)
+	})
+
 	t.Run("STS down: 503, then recovery", func(t *testing.T) {
 		fa.SetDown(true)
 		c.CreateServiceAccount("payments", "late", map[string]string{"eks.amazonaws.com/role-arn": writer})
@@ -270,4 +332,17 @@ func do(t *testing.T, p *pod, req *http.Request) (int, string) {
 		}
 	}
 	return resp.StatusCode, strings.TrimSpace(b.String())
+}
+
+func readAll(resp *http.Response) string {
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			return strings.TrimSpace(b.String())
+		}
+	}
 }
