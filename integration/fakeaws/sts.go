@@ -18,6 +18,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/metabind/metabind/integration/jwksverify"
 )
 
 // The STS Query API values the fake takes.
@@ -321,7 +323,6 @@ func (f *Fake) verifyToken(raw string) (string, error) {
 	if unverified.Issuer != f.o.Issuer {
 		return "", invalidToken("No OpenIDConnect provider found in your account for %s", unverified.Issuer)
 	}
-	kid, alg := tok.Headers[0].KeyID, tok.Headers[0].Algorithm
 	keysJSON, err := f.o.JWKS()
 	if err != nil {
 		return "", &stsRefusal{http.StatusBadRequest, "Sender", "IDPCommunicationError",
@@ -331,29 +332,12 @@ func (f *Fake) verifyToken(raw string) (string, error) {
 	if err := json.Unmarshal(keysJSON, &set); err != nil {
 		return "", invalidToken("Couldn't retrieve verification key from your identity provider: the JWKS is invalid: %v", err)
 	}
-	candidates := set.Keys
-	if kid != "" {
-		candidates = set.Key(kid)
-	}
-	if len(candidates) == 0 {
-		return "", invalidToken("Couldn't retrieve verification key from your identity provider, please reference AssumeRoleWithWebIdentity documentation for requirements (kid %q)", kid)
-	}
 	var c josejwt.Claims
-	verified := false
-	for _, k := range candidates {
-		if k.Use == "enc" || (k.Algorithm != "" && k.Algorithm != alg) {
-			continue
-		}
-		pub := k.Public()
-		if !pub.Valid() {
-			continue
-		}
-		if tok.Claims(pub.Key, &c) == nil {
-			verified = true
-			break
-		}
-	}
-	if !verified {
+	kid, alg, err := jwksverify.Verify(tok, set, &c)
+	switch {
+	case errors.Is(err, jwksverify.ErrNoKey):
+		return "", invalidToken("Couldn't retrieve verification key from your identity provider, please reference AssumeRoleWithWebIdentity documentation for requirements (kid %q)", kid)
+	case err != nil:
 		return "", invalidToken("The ID Token's signature does not verify with the provider's keys (kid %q, alg %s)", kid, alg)
 	}
 

@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
+
+	"github.com/metabind/metabind/integration/jwksverify"
 )
 
 const stsPath = "/sts/v1/token"
@@ -141,7 +143,6 @@ func (f *Fake) verifySubject(raw string) (string, error) {
 	if len(tok.Headers) != 1 {
 		return "", invalidGrant("The subject token has %d signatures", len(tok.Headers))
 	}
-	kid, alg := tok.Headers[0].KeyID, tok.Headers[0].Algorithm
 	keysJSON, err := f.o.JWKS()
 	if err != nil {
 		return "", invalidGrant("Failed to fetch the issuer's JWKS: %v", err)
@@ -150,29 +151,12 @@ func (f *Fake) verifySubject(raw string) (string, error) {
 	if err := json.Unmarshal(keysJSON, &set); err != nil {
 		return "", invalidGrant("The issuer's JWKS is invalid: %v", err)
 	}
-	candidates := set.Keys
-	if kid != "" {
-		candidates = set.Key(kid)
-	}
-	if len(candidates) == 0 {
-		return "", invalidGrant("The kid %q of the subject token is not in the issuer's JWKS", kid)
-	}
 	var c josejwt.Claims
-	verified := false
-	for _, k := range candidates {
-		if k.Use == "enc" || (k.Algorithm != "" && k.Algorithm != alg) {
-			continue
-		}
-		pub := k.Public()
-		if !pub.Valid() {
-			continue
-		}
-		if tok.Claims(pub.Key, &c) == nil {
-			verified = true
-			break
-		}
-	}
-	if !verified {
+	kid, alg, err := jwksverify.Verify(tok, set, &c)
+	switch {
+	case errors.Is(err, jwksverify.ErrNoKey):
+		return "", invalidGrant("The kid %q of the subject token is not in the issuer's JWKS", kid)
+	case err != nil:
 		return "", invalidGrant("Invalid JWT signature (kid %q, alg %s)", kid, alg)
 	}
 
