@@ -1,12 +1,9 @@
 package integration
 
 import (
-	"archive/tar"
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,6 +22,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
 
+	"github.com/metabind/metabind/internal/ociimage"
 	"github.com/metabind/metabind/store"
 )
 
@@ -501,91 +499,14 @@ func buildPauseImage(t *testing.T, dir string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	epoch := time.Unix(0, 0).UTC()
-
-	var layer bytes.Buffer
-	tw := tar.NewWriter(&layer)
-	if err := tw.WriteHeader(&tar.Header{Name: "pause", Mode: 0o755, Size: int64(len(pause)), ModTime: epoch, Typeflag: tar.TypeReg}); err != nil {
-		t.Fatal(err)
-	}
-	tw.Write(pause)
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	type descriptor struct {
-		MediaType   string            `json:"mediaType"`
-		Digest      string            `json:"digest"`
-		Size        int               `json:"size"`
-		Platform    map[string]string `json:"platform,omitempty"`
-		Annotations map[string]string `json:"annotations,omitempty"`
-	}
-	blobs := map[string][]byte{}
-	blob := func(mediaType string, b []byte) descriptor {
-		sum := sha256.Sum256(b)
-		d := descriptor{MediaType: mediaType, Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: len(b)}
-		blobs["blobs/sha256/"+hex.EncodeToString(sum[:])] = b
-		return d
-	}
-	layerDesc := blob("application/vnd.oci.image.layer.v1.tar", layer.Bytes())
-	configDesc := blob("application/vnd.oci.image.config.v1+json", mustJSON(t, map[string]any{
-		"created":      epoch.Format(time.RFC3339),
-		"architecture": runtime.GOARCH,
-		"os":           "linux",
-		"config":       map[string]any{"Entrypoint": []string{"/pause"}},
-		// uncompressed layer: its diff ID is its digest
-		"rootfs": map[string]any{"type": "layers", "diff_ids": []string{layerDesc.Digest}},
-	}))
-	manifestDesc := blob("application/vnd.oci.image.manifest.v1+json", mustJSON(t, map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
-		"config":        configDesc,
-		"layers":        []descriptor{layerDesc},
-	}))
-	manifestDesc.Platform = map[string]string{"architecture": runtime.GOARCH, "os": "linux"}
-	manifestDesc.Annotations = map[string]string{
-		"io.containerd.image.name":          pauseImage, // the name ctr gives the image
-		"org.opencontainers.image.ref.name": pauseImage,
-	}
-	files := map[string][]byte{
-		"oci-layout": []byte(`{"imageLayoutVersion": "1.0.0"}`),
-		"index.json": mustJSON(t, map[string]any{
-			"schemaVersion": 2,
-			"mediaType":     "application/vnd.oci.image.index.v1+json",
-			"manifests":     []descriptor{manifestDesc},
-		}),
-	}
-	for name, b := range blobs {
-		files[name] = b
-	}
-
 	tarball := filepath.Join(dir, "pause-oci.tar")
-	f, err := os.Create(tarball)
+	err = ociimage.WriteFile(tarball, ociimage.Image{Name: pauseImage, Manifests: []ociimage.Manifest{{
+		Platform: ociimage.Platform{OS: "linux", Architecture: runtime.GOARCH},
+		Config:   ociimage.Config{Entrypoint: []string{"/pause"}},
+		Layers:   []ociimage.Layer{{{Path: "pause", Mode: 0o755, Data: pause}}},
+	}}})
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	tw = tar.NewWriter(f)
-	for _, d := range []string{"blobs/", "blobs/sha256/"} {
-		if err := tw.WriteHeader(&tar.Header{Name: d, Mode: 0o755, ModTime: epoch, Typeflag: tar.TypeDir}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	names := make([]string, 0, len(files))
-	for name := range files {
-		names = append(names, name)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(files[name])), ModTime: epoch, Typeflag: tar.TypeReg}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := tw.Write(files[name]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		t.Fatal(err)
+		t.Fatalf("write the pause image: %v", err)
 	}
 	return tarball
 }
