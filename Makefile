@@ -18,7 +18,7 @@ testhooks:
 deps:
 	scripts/install-deps.sh
 
-## kube-deps: deps, and etcd (apt), kube-apiserver and kube-controller-manager (tools/kube, into .cache/kube)
+## kube-deps: deps, and etcd (apt), kube-apiserver, -controller-manager, -scheduler, kubelet (tools/kube) and CoreDNS into .cache/kube
 kube-deps:
 	scripts/install-deps.sh --kube
 

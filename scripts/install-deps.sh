@@ -2,8 +2,10 @@
 # Installs what the demo and the tests need on a fresh Debian machine:
 # iptables, iproute2 and etcd from apt; the reference CNI plugins and cnitool,
 # pinned, built with `go install` into .cache/cni/bin (nothing lands on the
-# system's own CNI path); kube-apiserver and kube-controller-manager, pinned by
-# tools/kube, built into .cache/kube (the first build takes ~16 min on 2 cores).
+# system's own CNI path); with --kube, kube-apiserver, kube-controller-manager,
+# kube-scheduler and kubelet, pinned by tools/kube and built in one `go build`
+# (shared compilation: ~20 min the first time on 2 cores), and CoreDNS, all
+# into .cache/kube.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,18 +41,29 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
 fi
 scripts/install-containerd.sh
 
-# The control plane of the Kubernetes tests (integration/kubeapi), only with
-# --kube (make test; the demo does not need it). Rebuilt when missing or when
-# tools/kube pins another version than the one built.
+# The Kubernetes node of the tests (integration/kubeapi, integration/kubenode),
+# only with --kube (make test; the demo does not need it). Rebuilt when one is
+# missing or when tools/kube or COREDNS_VERSION pins another version than the
+# one built.
 [ "${1:-}" = "--kube" ] || exit 0
+COREDNS_VERSION=v1.15.0
 KUBE_BIN=${KUBE_BIN_DIR:-$PWD/.cache/kube}
 kube_version=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' tools/kube/go.mod)
+kube_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
 want="kubernetes=$kube_version"
-# No stamp: binaries built by hand before the stamp existed; taken as they are.
-have=$(cat "$KUBE_BIN/.versions" 2>/dev/null || echo "$want")
-if [ ! -x "$KUBE_BIN/kube-apiserver" ] || [ ! -x "$KUBE_BIN/kube-controller-manager" ] || [ "$have" != "$want" ]; then
-  echo "install-deps: building kube-apiserver and kube-controller-manager $kube_version into $KUBE_BIN (~16 min on 2 cores the first time)"
+have=$(cat "$KUBE_BIN/.versions" 2>/dev/null || true)
+missing=0
+for c in "${kube_cmds[@]}"; do [ -x "$KUBE_BIN/$c" ] || missing=1; done
+if [ $missing = 1 ] || [ "$have" != "$want" ]; then
+  echo "install-deps: building ${kube_cmds[*]} $kube_version into $KUBE_BIN (~20 min on 2 cores the first time)"
   mkdir -p "$KUBE_BIN"
-  (cd tools/kube && go build -o "$KUBE_BIN/" k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager)
+  pkgs=()
+  for c in "${kube_cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
+  (cd tools/kube && go build -o "$KUBE_BIN/" "${pkgs[@]}")
   echo "$want" > "$KUBE_BIN/.versions"
+fi
+if [ ! -x "$KUBE_BIN/coredns" ] || [ "$(cat "$KUBE_BIN/.coredns-version" 2>/dev/null)" != "$COREDNS_VERSION" ]; then
+  echo "install-deps: building CoreDNS $COREDNS_VERSION into $KUBE_BIN (~3 min)"
+  GOBIN=$KUBE_BIN go install "github.com/coredns/coredns@$COREDNS_VERSION"
+  echo "$COREDNS_VERSION" > "$KUBE_BIN/.coredns-version"
 fi
