@@ -79,7 +79,11 @@ func snapshot(t *testing.T, dir string) map[string]fileState {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s[e.Name()] = fileState{readString(t, filepath.Join(dir, e.Name())), fi.Mode(), fi.ModTime()}
+		st := fileState{mode: fi.Mode(), mtime: fi.ModTime()}
+		if !e.IsDir() {
+			st.data = readString(t, filepath.Join(dir, e.Name()))
+		}
+		s[e.Name()] = st
 	}
 	return s
 }
