@@ -20,11 +20,8 @@ type conflist struct {
 // parseConflist reads a .conflist, refusing what libcni would refuse and a
 // missing cniVersion.
 func parseConflist(data []byte) (*conflist, error) {
-	top, err := parseObject(data)
+	top, err := parseNetwork(data)
 	if err != nil {
-		return nil, err
-	}
-	if err := checkNetwork(top); err != nil {
 		return nil, err
 	}
 	raw, ok := top.get("plugins")
@@ -50,11 +47,8 @@ func parseConflist(data []byte) (*conflist, error) {
 // libcni's ConfListFromConf does: the list takes the conf's cniVersion and
 // name, and the whole conf object is its one plugin.
 func fromConf(data []byte) (*conflist, error) {
-	top, err := parseObject(data)
+	top, err := parseNetwork(data)
 	if err != nil {
-		return nil, err
-	}
-	if err := checkNetwork(top); err != nil {
 		return nil, err
 	}
 	if _, err := typeOf(data); err != nil {
@@ -68,16 +62,21 @@ func fromConf(data []byte) (*conflist, error) {
 	}, nil
 }
 
-// checkNetwork checks the members every network config needs.
-func checkNetwork(top object) error {
+// parseNetwork reads a config's top-level object and checks the members
+// every network config needs.
+func parseNetwork(data []byte) (object, error) {
+	top, err := parseObject(data)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := top.str("name"); err != nil {
-		return err
+		return nil, err
 	}
 	v, err := top.str("cniVersion")
 	if err == nil && v == "" {
 		err = errors.New(`empty "cniVersion"`)
 	}
-	return err
+	return top, err
 }
 
 // typeOf returns a plugin entry's "type".
