@@ -6,6 +6,8 @@
 //	metabindctl [--state-dir DIR] keys rotate
 //	metabindctl [--state-dir DIR] keys jwks
 //	metabindctl [--state-dir DIR] gc [--dry-run]
+//	metabindctl install [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--plugin-binary PATH] [--plugin-conf FILE] [--watch] [--force]
+//	metabindctl uninstall [--cni-conf-dir DIR] [--cni-bin-dir DIR]
 package main
 
 import (
@@ -32,6 +34,13 @@ Commands:
                                   the node's issuer cannot be fetched (docs/GCP.md)
   gc [--dry-run]                  remove bindings whose netns is gone and rules with no binding, restore
                                   missing rules; --dry-run only reports
+  install [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--plugin-binary PATH] [--plugin-conf FILE] [--watch] [--force]
+                                  copy the metabind binary into the CNI bin dir, then chain it last into the
+                                  conflist the runtime uses; --watch keeps it chained when the primary CNI
+                                  rewrites its config; --force chains behind a primary that bypasses netfilter
+  uninstall [--cni-conf-dir DIR] [--cni-bin-dir DIR]
+                                  remove metabind from the conflists (restoring the backup where nothing
+                                  else changed), then its binary
 
 Flags:
 `
@@ -68,6 +77,10 @@ func run(argv []string, stdout, stderr io.Writer) error {
 		return runGC(*stateDir, rest[1:], stdout, stderr)
 	case "keys":
 		return runKeys(*stateDir, rest[1:], stdout, stderr, time.Now())
+	case "install":
+		return runInstall(rest[1:], stdout, stderr)
+	case "uninstall":
+		return runUninstall(rest[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "metabindctl: unknown command %q\n", rest[0])
 		fs.Usage()
