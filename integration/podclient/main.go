@@ -3,6 +3,7 @@
 // demo run it inside a pod's netns (nsenter --net=...).
 //
 //	podclient [-audience A] [-access=false] [-api URL] [-o json|text]
+//	podclient -by-name [-audience A] [-id=false]   (http://metadata.google.internal)
 package main
 
 import (
@@ -41,9 +42,19 @@ func main() {
 	access := flag.Bool("access", true, "also ask for an access token (there is none for a Kubernetes pod without a cloud exchange)")
 	id := flag.Bool("id", true, "ask for an ID token (there is none for an account with no Google service account in GCP mode)")
 	api := flag.String("api", "", "call this URL with the access token, as a Google API client would (trusts SSL_CERT_FILE)")
+	byName := flag.Bool("by-name", false, "call http://metadata.google.internal, resolved by the pod's resolver, as python google-auth does")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
+	if *byName {
+		b, err := askByName(ctx, *audience, *id)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "podclient:", err)
+			os.Exit(3)
+		}
+		json.NewEncoder(os.Stdout).Encode(b)
+		return
+	}
 	a, err := ask(ctx, *audience, *id, *access)
 	if err == nil && *api != "" {
 		a.APIStatus, err = call(ctx, *api, a.AccessToken)
