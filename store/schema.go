@@ -77,9 +77,9 @@ func readSchema(tx *bolt.Tx) (schema, error) {
 }
 
 func (sc schema) newerError() error {
-	need, why := sc.version, "records no compatVersion"
+	need, why := sc.version, "no compatVersion"
 	if sc.compat != 0 {
-		need, why = sc.compat, fmt.Sprintf("has compatVersion %d", sc.compat)
+		need, why = sc.compat, fmt.Sprintf("compatVersion %d", sc.compat)
 	}
 	self := filepath.Base(os.Args[0])
 	return fmt.Errorf("%w: the store has schema version %d and %s, so only binaries of schema %d or newer may use it; "+
