@@ -38,8 +38,8 @@ func skewBinDir(t *testing.T) string {
 // Every bound pod is served with its own identity whenever a responder
 // runs, fails closed while none does, and never gets another's identity.
 func TestSkewRollingUpdateAndRollback(t *testing.T) {
-	n := newNode(t, chain{name: "ptp", subnet: "10.197.120.0/24"})
 	old, cur := skewBinDir(t), binDir
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.120.0/24"})
 	n.startNodeMetadataServer(t)
 
 	// a. The previous release: its plugin binds A and B, its responder
@@ -100,8 +100,8 @@ func TestSkewRollingUpdateAndRollback(t *testing.T) {
 // rewrites it. A key added to either that the previous release does not
 // know (both parse strictly) fails here rather than in a rollback.
 func TestSkewShippedConfig(t *testing.T) {
-	n := newNode(t, chain{name: "ptp", subnet: "10.197.121.0/24"})
 	old := skewBinDir(t)
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.121.0/24"})
 	root, _ := filepath.Abs("..")
 	responderYAML, err := os.ReadFile(filepath.Join(root, "conf/responder.yaml"))
 	if err != nil {
