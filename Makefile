@@ -3,8 +3,11 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 CNI_BIN := $(CURDIR)/.cache/cni/bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# SKEW_FROM: the previous release, whose binaries the skew test runs against these
+SKEW_FROM ?= 0bd6b06
+SKEW_BIN  := $(CURDIR)/.cache/skew/$(SKEW_FROM)
 
-.PHONY: build testhooks deps kube-deps test gotest fuzz demo bench clean
+.PHONY: build testhooks deps kube-deps skew-deps test gotest fuzz demo bench clean
 
 ## build: the three binaries into bin/
 build:
@@ -22,10 +25,20 @@ deps:
 kube-deps:
 	scripts/install-deps.sh --kube
 
+## skew-deps: the three binaries of release SKEW_FROM into .cache/skew/SKEW_FROM (integration/skew_test.go)
+skew-deps:
+	@if [ -x $(SKEW_BIN)/metabind ] && [ -x $(SKEW_BIN)/metabind-responder ] && [ -x $(SKEW_BIN)/metabindctl ]; then exit 0; fi; \
+	if ! git -C $(CURDIR) cat-file -e '$(SKEW_FROM)^{commit}' 2>/dev/null; then \
+		echo "skew-deps: commit $(SKEW_FROM) is not in this clone (shallow?): fetch full history (git fetch --unshallow) or set SKEW_FROM" >&2; exit 1; \
+	fi; \
+	src=$$(mktemp -d) && trap 'rm -rf "$$src"' EXIT && \
+	git -C $(CURDIR) archive $(SKEW_FROM) | tar -x -C "$$src" && \
+	cd "$$src" && $(GO) build -ldflags "-X main.version=$(SKEW_FROM)" -o $(SKEW_BIN)/ ./cmd/...
+
 ## test: unit, integration and attack tests (root), then every fuzz target briefly
 test: gotest fuzz
 
-gotest: kube-deps build testhooks
+gotest: kube-deps build testhooks skew-deps
 	METABIND_BIN_DIR=$(BIN) METABIND_TESTHOOK_BIN_DIR=$(BIN)/test CNI_PLUGINS_DIR=$(CNI_BIN) $(GO) test -count=1 -timeout 30m ./...
 
 ## fuzz: every fuzz target for FUZZTIME (default 10s) each

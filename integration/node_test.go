@@ -131,7 +131,7 @@ func newNode(t *testing.T, c chain) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.cni = libcni.NewCNIConfigWithCacheDir([]string{binDir, cniPluginsDir}, filepath.Join(n.dir, "cache"), nil)
+	n.usePluginFrom(binDir)
 	t.Cleanup(func() {
 		if t.Failed() {
 			if b, err := os.ReadFile(n.logFile); err == nil {
@@ -140,6 +140,13 @@ func newNode(t *testing.T, c chain) *node {
 		}
 	})
 	return n
+}
+
+// usePluginFrom makes the conflist run the metabind binary in dir from now
+// on, as a DaemonSet's init container installing another release does; the
+// reference plugins and the runtime's result cache stay.
+func (n *node) usePluginFrom(dir string) {
+	n.cni = libcni.NewCNIConfigWithCacheDir([]string{dir, cniPluginsDir}, filepath.Join(n.dir, "cache"), nil)
 }
 
 // pod is a pod sandbox: its own netns with one interface from the conflist.
@@ -298,6 +305,12 @@ func (n *node) responderLog() string {
 // until it answers.
 func (n *node) startResponder(t *testing.T, config string) *exec.Cmd {
 	t.Helper()
+	return n.startResponderFrom(t, binDir, config)
+}
+
+// startResponderFrom is startResponder for the metabind-responder in dir.
+func (n *node) startResponderFrom(t *testing.T, dir, config string) *exec.Cmd {
+	t.Helper()
 	cfg := filepath.Join(n.dir, "responder.yaml")
 	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
@@ -308,7 +321,7 @@ func (n *node) startResponder(t *testing.T, config string) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("nsenter", "--net="+n.ns.Path(), "--", filepath.Join(binDir, "metabind-responder"),
+	cmd := exec.Command("nsenter", "--net="+n.ns.Path(), "--", filepath.Join(dir, "metabind-responder"),
 		"--state-dir", n.stateDir, "--listen", n.listen, "--config", cfg)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -6,27 +6,16 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
-
-// SchemaVersion is the layout this binary writes. A store written by a
-// newer schema is refused rather than misread; an older one is read as it
-// is and migrated by the first writer (see initSchema).
-//
-//	1: bindings, attachments
-//	2: bindings carry the CNI network name; the bases bucket records what
-//	   the node's chains and jumps need
-const SchemaVersion = 2
 
 var (
 	bucketMeta        = []byte("meta")
 	bucketBindings    = []byte("bindings")    // IP -> Binding (JSON)
 	bucketAttachments = []byte("attachments") // containerID NUL ifname -> owned IPs (JSON list)
 	bucketBases       = []byte("bases")       // metadata address SP responder address -> Base (JSON)
-	keySchema         = []byte("schemaVersion")
 )
 
 // DBPath is the database file under a state directory.
@@ -63,15 +52,12 @@ func Open(dir string, timeout time.Duration) (*Store, error) {
 	}
 	s := &Store{dir: dir, db: db, gate: g}
 	// Every bbolt commit costs an fsync, so the schema is only written when
-	// the store is new; otherwise it is checked in a read transaction.
+	// the store is new, older, or lacks compatVersion; otherwise it is only
+	// checked, in a read transaction.
 	ready := false
 	err = db.View(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
-		if meta == nil {
-			return nil
-		}
-		v, err := readableSchema(meta.Get(keySchema))
-		ready = err == nil && v == SchemaVersion
+		sc, err := readSchema(tx)
+		ready = err == nil && sc.settled() && hasBuckets(tx)
 		return err
 	})
 	if err == nil && !ready {
@@ -87,50 +73,6 @@ func Open(dir string, timeout time.Duration) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
-}
-
-// initSchema creates a new store's buckets or migrates an older one to
-// SchemaVersion, in the opening writer's one transaction, so a node keeps
-// every binding across an upgrade and no reader sees half a migration.
-//
-// 1 -> 2 only adds the bases bucket: records written at 1 read as bindings
-// with an empty network (which conflist wrote them cannot be known, so a
-// network's GC leaves them alone; `metabindctl gc` collects them once their
-// netns is gone).
-func initSchema(tx *bolt.Tx) error {
-	meta, err := tx.CreateBucketIfNotExists(bucketMeta)
-	if err != nil {
-		return err
-	}
-	from := 0
-	if v := meta.Get(keySchema); v != nil {
-		if from, err = readableSchema(v); err != nil {
-			return err
-		}
-	}
-	for _, name := range [][]byte{bucketBindings, bucketAttachments, bucketBases} {
-		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
-			return err
-		}
-	}
-	if from == SchemaVersion {
-		return nil
-	}
-	return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
-}
-
-// readableSchema parses a stored schema version this binary can read.
-func readableSchema(v []byte) (int, error) {
-	n, err := strconv.Atoi(string(v))
-	if err != nil || n < 1 || n > SchemaVersion {
-		return 0, fmt.Errorf("binding store has schema version %q; this binary reads versions 1 to %d", v, SchemaVersion)
-	}
-	return n, nil
-}
-
-func checkSchema(v []byte) error {
-	_, err := readableSchema(v)
-	return err
 }
 
 // Close releases the database and the lock.

@@ -129,26 +129,6 @@ func TestWriterGetsErrBusyWhileLocked(t *testing.T) {
 	}
 }
 
-func TestNewerSchemaIsRefused(t *testing.T) {
-	dir := t.TempDir()
-	update(t, dir, func(*Tx) error { return nil })
-	db, err := bolt.Open(DBPath(dir), 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	newer := []byte(strconv.Itoa(SchemaVersion + 1))
-	if err := db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, newer) }); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	if _, err := Open(dir, time.Second); err == nil {
-		t.Fatalf("Open accepted schema version %s", newer)
-	}
-	if _, err := ReadAll(dir, time.Second); err == nil {
-		t.Fatalf("ReadAll accepted schema version %s", newer)
-	}
-}
-
 // A store written at schema 1 (no network in bindings, no bases bucket)
 // reads as it is and is migrated by the first writer, bindings kept.
 func TestSchema1StoreIsReadAndMigrated(t *testing.T) {
@@ -177,12 +157,14 @@ func TestSchema1StoreIsReadAndMigrated(t *testing.T) {
 	if bases, err := ReadBases(dir, time.Second); err != nil || len(bases) != 0 {
 		t.Fatalf("bases of a schema 1 store: %v, %v", bases, err)
 	}
-	base := Base{Metadata: netip.MustParseAddrPort("169.254.169.254:80"), Responder: netip.MustParseAddrPort("169.254.169.252:988"), Backend: "iptables"}
-	update(t, dir, func(tx *Tx) error { return tx.RecordBase(base) })
+	update(t, dir, func(tx *Tx) error { return tx.RecordBase(testBase) })
 	err = Read(dir, time.Second, func(tx *Tx) error {
 		v := tx.tx.Bucket(bucketMeta).Get(keySchema)
 		if string(v) != strconv.Itoa(SchemaVersion) {
 			t.Errorf("schema after the first write = %s, want %d", v, SchemaVersion)
+		}
+		if c := tx.tx.Bucket(bucketMeta).Get(keyCompat); string(c) != strconv.Itoa(CompatVersion) {
+			t.Errorf("compatVersion after the first write = %s, want %d", c, CompatVersion)
 		}
 		got, ok, err := tx.Get(netip.MustParseAddr("10.1.0.5"))
 		if err != nil || !ok || got.ContainerID != "c1" {
@@ -197,7 +179,7 @@ func TestSchema1StoreIsReadAndMigrated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bases, err := ReadBases(dir, time.Second); err != nil || len(bases) != 1 || bases[0].Metadata != base.Metadata {
+	if bases, err := ReadBases(dir, time.Second); err != nil || len(bases) != 1 || bases[0].Metadata != testBase.Metadata {
 		t.Fatalf("bases after RecordBase: %v, %v", bases, err)
 	}
 }

@@ -63,10 +63,8 @@ func Read(dir string, timeout time.Duration, fn func(*Tx) error) error {
 	}
 	defer db.Close()
 	return db.View(func(tx *bolt.Tx) error {
-		if meta := tx.Bucket(bucketMeta); meta != nil {
-			if err := checkSchema(meta.Get(keySchema)); err != nil {
-				return err
-			}
+		if _, err := readSchema(tx); err != nil {
+			return err
 		}
 		return fn(&Tx{tx: tx})
 	})
