@@ -35,6 +35,7 @@ func NewTaintClient(path, node string) (kubernetes.Interface, error) {
 		return nil, err
 	}
 	rc.UserAgent = "metabind (node " + node + ", startup taint)"
+	rc.Timeout = requestTimeout
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: client: %w", err)

@@ -16,7 +16,7 @@ import (
 	"github.com/metabind/metabind/integration/kubeapi"
 )
 
-// TaintRemoverVerbs are the RBAC verbs on nodes RemoveTaint needs, as
+// taintRemoverVerbs are the RBAC verbs on nodes RemoveTaint needs, as
 // deploy/ should grant them to the agent's ServiceAccount.
 var taintRemoverVerbs = []string{"get", "patch"}
 
