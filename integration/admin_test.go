@@ -206,23 +206,23 @@ func setNodeTaints(t *testing.T, c *kubeapi.Cluster, ts ...corev1.Taint) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	node, err := c.AdminClient.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	node.Spec.Taints = ts
-	if _, err := c.AdminClient.CoreV1().Nodes().Update(ctx, node, metav1.UpdateOptions{}); err != nil {
+	n := apiNode(t, c)
+	n.Spec.Taints = ts
+	if _, err := c.AdminClient.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func nodeTaints(t *testing.T, c *kubeapi.Cluster) []corev1.Taint {
+func nodeTaints(t *testing.T, c *kubeapi.Cluster) []corev1.Taint { return apiNode(t, c).Spec.Taints }
+
+// apiNode is the API's object of the cluster's node.
+func apiNode(t *testing.T, c *kubeapi.Cluster) *corev1.Node {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	node, err := c.AdminClient.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
+	n, err := c.AdminClient.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return node.Spec.Taints
+	return n
 }

@@ -81,17 +81,17 @@ func setTaints(t *testing.T, c *kubeapi.Cluster, ts ...corev1.Taint) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	n, err := c.AdminClient.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	n := apiNode(t, c)
 	n.Spec.Taints = ts
 	if _, err := c.AdminClient.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func taints(t *testing.T, c *kubeapi.Cluster) []corev1.Taint {
+func taints(t *testing.T, c *kubeapi.Cluster) []corev1.Taint { return apiNode(t, c).Spec.Taints }
+
+// apiNode is the API's object of the cluster's node.
+func apiNode(t *testing.T, c *kubeapi.Cluster) *corev1.Node {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -99,7 +99,7 @@ func taints(t *testing.T, c *kubeapi.Cluster) []corev1.Taint {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return n.Spec.Taints
+	return n
 }
 
 // serviceAccountClient is a client with the token of a new ServiceAccount
@@ -141,4 +141,3 @@ func serviceAccountClient(t *testing.T, c *kubeapi.Cluster, name string, verbs [
 	}
 	return cs
 }
-
