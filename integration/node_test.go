@@ -46,6 +46,8 @@ type node struct {
 	unbound    *libcni.NetworkConfigList
 	responders int    // responder processes started, for their log files
 	listen     string // the responder's --listen
+	// responderArgs are more flags for the responders startResponder runs.
+	responderArgs []string
 }
 
 // chain is the main plugin in front of metabind.
@@ -321,8 +323,8 @@ func (n *node) startResponderFrom(t *testing.T, dir, config string) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("nsenter", "--net="+n.ns.Path(), "--", filepath.Join(dir, "metabind-responder"),
-		"--state-dir", n.stateDir, "--listen", n.listen, "--config", cfg)
+	cmd := exec.Command("nsenter", append([]string{"--net=" + n.ns.Path(), "--", filepath.Join(dir, "metabind-responder"),
+		"--state-dir", n.stateDir, "--listen", n.listen, "--config", cfg}, n.responderArgs...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

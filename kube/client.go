@@ -109,20 +109,13 @@ func New(cfg Config, log *slog.Logger) (*Client, error) {
 	if err := checkLifetime(cfg.TokenLifetime); err != nil {
 		return nil, fmt.Errorf("kubernetes: tokenLifetime: %w", err)
 	}
-	var rc *rest.Config
-	var err error
-	if cfg.Kubeconfig == "" {
-		rc, err = rest.InClusterConfig()
-	} else {
-		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
-	}
+	rc, err := restConfig(cfg.Kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes: client config: %w", err)
+		return nil, err
 	}
 	if log == nil {
 		log = slog.Default()
 	}
-	rc = rest.CopyConfig(rc)
 	rc.UserAgent = "metabind (node " + cfg.NodeName + ")"
 	rc.ContentType = runtime.ContentTypeProtobuf
 	rc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
@@ -156,6 +149,22 @@ func newClient(cs kubernetes.Interface, cfg Config, log *slog.Logger) *Client {
 		DeleteFunc: c.podDeleted,
 	})
 	return c
+}
+
+// restConfig is the client configuration of the kubeconfig file at path, or
+// the in-cluster one (the pod's ServiceAccount) when path is "".
+func restConfig(path string) (*rest.Config, error) {
+	var rc *rest.Config
+	var err error
+	if path == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: client config: %w", err)
+	}
+	return rest.CopyConfig(rc), nil
 }
 
 func checkLifetime(d time.Duration) error {

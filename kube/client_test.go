@@ -73,8 +73,14 @@ func startedClient(t *testing.T, c *kubeapi.Cluster) *Client {
 	// Start's context is the informer's life.
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	if kc.HasSynced() {
+		t.Fatal("HasSynced before Start")
+	}
 	if err := kc.Start(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if !kc.HasSynced() {
+		t.Fatal("not HasSynced once Start returned")
 	}
 	return kc
 }

@@ -63,6 +63,10 @@ func (c *Client) Start(ctx context.Context) error {
 	return nil
 }
 
+// HasSynced reports whether the pod informer has listed this node's pods
+// (Start's first list is done): until then every pod is a GET.
+func (c *Client) HasSynced() bool { return c.informer.HasSynced() }
+
 // OnPodGone registers fn to be called with the UID of every pod of this node
 // the informer sees deleted (or replaced by a pod of the same name), for
 // cache eviction. fn runs on the informer's goroutine: keep it short.

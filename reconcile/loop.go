@@ -2,8 +2,10 @@ package reconcile
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/metabind/metabind/redirect"
@@ -41,6 +43,37 @@ type Repairer struct {
 
 	made     map[string]*redirect.Redirect // by store.Base.Key
 	lastDiff string                        // the per-pod difference the previous look found
+	status   atomic.Pointer[BaseStatus]    // the latest look's audit of the bases
+}
+
+// BaseStatus is what one look found of the recorded bases, before any
+// repair: a damage it found is reported until a later look finds the base
+// whole again (the one after the repair, an interval on).
+type BaseStatus struct {
+	At    time.Time // when the look ran
+	Bases int       // bases recorded in the store
+	// Problems are what the audits found wrong (redirect.AuditBase), none
+	// when every base is whole.
+	Problems []string
+	// Err is set when the look could not read the recorded bases or a
+	// base's rules: nothing is known of them.
+	Err error
+}
+
+// LastStatus is the latest look's audit of the bases; ok is false before
+// the first look. It takes no lock and runs nothing (a readiness probe's
+// view of the rules).
+func (r *Repairer) LastStatus() (s BaseStatus, ok bool) {
+	p := r.status.Load()
+	if p == nil {
+		return BaseStatus{}, false
+	}
+	return *p, true
+}
+
+func (r *Repairer) record(s BaseStatus) {
+	s.At = time.Now()
+	r.status.Store(&s)
 }
 
 // Run repairs every interval until ctx is done.
@@ -62,6 +95,7 @@ func (r *Repairer) Run(ctx context.Context, interval time.Duration) {
 func (r *Repairer) Once() Report {
 	bases, rds, err := r.redirects()
 	if err != nil {
+		r.record(BaseStatus{Err: fmt.Errorf("read the recorded bases: %w", err)})
 		r.Log.Warn("repair loop: cannot read the recorded bases", "error", err.Error())
 		return Report{}
 	}
@@ -69,6 +103,7 @@ func (r *Repairer) Once() Report {
 		r.OnBases(bases)
 	}
 	if len(rds) == 0 {
+		r.record(BaseStatus{})
 		return Report{} // no ADD has run on this node: nothing to keep
 	}
 	baseDamaged, diff := r.look(rds)
@@ -105,6 +140,8 @@ func (r *Repairer) Once() Report {
 // read is logged and skipped: one broken ip6tables does not stop IPv4's
 // repairs.
 func (r *Repairer) look(rds []*redirect.Redirect) (baseDamaged bool, diff string) {
+	status := BaseStatus{Bases: len(rds)}
+	defer func() { r.record(status) }()
 	var live [2][]store.Binding
 	err := store.Read(r.StateDir, r.LockTimeout, func(tx *store.Tx) error {
 		return tx.ForEach(func(b store.Binding) error {
@@ -117,6 +154,7 @@ func (r *Repairer) look(rds []*redirect.Redirect) (baseDamaged bool, diff string
 		})
 	})
 	if err != nil {
+		status.Err = fmt.Errorf("read the bindings: %w", err)
 		r.Log.Warn("repair loop: cannot read the bindings", "error", err.Error())
 		return false, ""
 	}
@@ -125,10 +163,12 @@ func (r *Repairer) look(rds []*redirect.Redirect) (baseDamaged bool, diff string
 	for _, rd := range rds {
 		problems, err := rd.AuditBase()
 		if err != nil {
+			status.Err = fmt.Errorf("read the rules of %s: %w", rd.Metadata(), err)
 			r.Log.Warn("repair loop: cannot read the rules", "metadata", rd.Metadata().String(), "error", err.Error())
 			continue
 		}
 		baseDamaged = baseDamaged || len(problems) > 0
+		status.Problems = append(status.Problems, problems...)
 		f := rd.Family()
 		if listed[f] {
 			continue

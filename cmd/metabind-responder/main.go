@@ -23,6 +23,7 @@ import (
 	"github.com/metabind/metabind/reconcile"
 	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/responder"
+	"github.com/metabind/metabind/responder/admin"
 	"github.com/metabind/metabind/responder/issuer"
 	"github.com/metabind/metabind/responder/server"
 	"github.com/metabind/metabind/store"
@@ -34,7 +35,25 @@ const (
 	// flight; ADD and DEL wait longer for it (see plugin.RulesLockTimeout).
 	repairLockTimeout = 5 * time.Second
 	shutdownTimeout   = 10 * time.Second
+	// rulesMaxAge: the readiness check of the rules fails when the repair
+	// loop has not looked for this long (it looks every RepairInterval; a
+	// look may wait repairLockTimeout for the rules lock).
+	rulesMaxAge = 3*reconcile.RepairInterval + repairLockTimeout
+	// readyPoll is how often the startup taint's removal looks at readiness.
+	readyPoll = time.Second
 )
+
+// options are the command line's.
+type options struct {
+	stateDir, listen, configPath string
+	// adminListen is the probes' address; "" serves none.
+	adminListen string
+	// removeTaint: remove kube.StartupTaint from node nodeName once ready,
+	// with the credential of taintKubeconfig ("" in-cluster).
+	removeTaint     bool
+	nodeName        string
+	taintKubeconfig string
+}
 
 // defaultGCPercent is the garbage collector's target unless GOGC is set.
 // With 1,000 pods each holding a keep-alive connection the live heap is
@@ -45,9 +64,14 @@ const (
 const defaultGCPercent = 30
 
 func main() {
-	stateDir := flag.String("state-dir", "/var/lib/metabind", "directory holding the binding store and the issuer's signing key")
-	listen := flag.String("listen", "169.254.169.252:988", "IP:port to serve on, or several separated by commas (dual stack: 169.254.169.252:988,[fd00:ec2::252]:988); each IP is added to a dummy link metabind0 if no interface has it")
-	configPath := flag.String("config", "/etc/metabind/responder.yaml", "responder configuration file (YAML or JSON)")
+	var o options
+	flag.StringVar(&o.stateDir, "state-dir", "/var/lib/metabind", "directory holding the binding store and the issuer's signing key")
+	flag.StringVar(&o.listen, "listen", "169.254.169.252:988", "IP:port to serve on, or several separated by commas (dual stack: 169.254.169.252:988,[fd00:ec2::252]:988); each IP is added to a dummy link metabind0 if no interface has it")
+	flag.StringVar(&o.configPath, "config", "/etc/metabind/responder.yaml", "responder configuration file (YAML or JSON)")
+	flag.StringVar(&o.adminListen, "admin-listen", admin.DefaultAddress, "IP:port of the node-local admin server (/healthz, /readyz for the kubelet's probes); empty disables it. Keep it on loopback: pods could reach any other address")
+	flag.BoolVar(&o.removeTaint, "remove-startup-taint", false, "once every readiness check first passes, remove the taint "+kube.StartupTaint+" from this node (needs get and patch on nodes)")
+	flag.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name in the Kubernetes API, for --remove-startup-taint (default $NODE_NAME, else the configuration's node.name)")
+	flag.StringVar(&o.taintKubeconfig, "taint-kubeconfig", "", "kubeconfig file whose credential removes the startup taint; default the in-cluster ServiceAccount's (not the node's: NodeRestriction forbids a node to change its own taints)")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn or error")
 	flag.Parse()
 
@@ -64,7 +88,7 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err := run(ctx, log, *stateDir, *listen, *configPath)
+	err := run(ctx, log, o)
 	if err != nil {
 		log.Error("metabind-responder failed", "error", err.Error())
 	}
@@ -74,7 +98,8 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath string) error {
+func run(ctx context.Context, log *slog.Logger, o options) error {
+	stateDir, listen, configPath := o.stateDir, o.listen, o.configPath
 	var addrs []netip.AddrPort
 	for _, a := range strings.Split(listen, ",") {
 		addr, err := netip.ParseAddrPort(strings.TrimSpace(a))
@@ -82,6 +107,20 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 			return fmt.Errorf("--listen %q: %w", a, err)
 		}
 		addrs = append(addrs, addr)
+	}
+	var adminAddr netip.AddrPort
+	if o.adminListen != "" {
+		var err error
+		if adminAddr, err = netip.ParseAddrPort(o.adminListen); err != nil {
+			return fmt.Errorf("--admin-listen %q: %w", o.adminListen, err)
+		}
+		warning, err := admin.CheckAddress(adminAddr, addrs)
+		if err != nil {
+			return err
+		}
+		if warning != "" {
+			log.Warn(warning)
+		}
 	}
 	// Every address must be one the per-veth source check covers.
 	bases, err := store.ReadBases(stateDir, storeTimeout)
@@ -133,6 +172,13 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 		log.Info("listening", "listen", ln.Addr().String(), "addressAddedTo", addedTo)
 		listeners = append(listeners, ln)
 	}
+	var adminLn net.Listener
+	if o.adminListen != "" {
+		if adminLn, err = net.Listen("tcp", adminAddr.String()); err != nil {
+			return fmt.Errorf("--admin-listen: %w", err)
+		}
+		log.Info("admin server listening", "adminListen", adminLn.Addr().String())
+	}
 
 	// The rules the plugin installed are kept whole from here, without
 	// waiting for a pod event: a firewall reload that flushes INPUT, or a
@@ -151,9 +197,19 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 	}
 	go repairer.Run(ctx, reconcile.RepairInterval)
 
-	h, err := newResponder(ctx, cfg, view, iss, log)
+	h, informerSynced, err := newResponder(ctx, cfg, view, iss, log)
 	if err != nil {
 		return err
+	}
+	checks := []admin.Check{admin.StoreCheck(view), admin.RulesCheck(repairer, rulesMaxAge)}
+	if informerSynced != nil {
+		checks = append(checks, admin.KubernetesCheck(informerSynced))
+	}
+	checks = append(checks, admin.SigningKeyCheck(iss.KeyID))
+	if o.removeTaint {
+		if err := removeTaintWhenReady(ctx, o, cfg, checks, log); err != nil {
+			return err
+		}
 	}
 	go h.Watch(ctx, view, log.With("component", "prefetch"))
 	srv := server.NewHTTPServer(h, log)
@@ -176,9 +232,14 @@ func run(ctx context.Context, log *slog.Logger, stateDir, listen, configPath str
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	served := make(chan error, len(listeners))
+	served := make(chan error, len(listeners)+1)
 	for _, ln := range listeners {
 		go func() { served <- srv.Serve(ln) }()
+	}
+	var adminSrv *admin.Server
+	if adminLn != nil {
+		adminSrv = admin.NewServer(checks, log.With("component", "admin"))
+		go func() { served <- adminSrv.Serve(adminLn) }()
 	}
 wait:
 	for {
@@ -197,7 +258,15 @@ wait:
 	if err := srv.Shutdown(sctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
-	for range listeners {
+	servers := len(listeners)
+	if adminSrv != nil {
+		// Last: the probes answer while the metadata requests drain.
+		if err := adminSrv.Shutdown(sctx); err != nil {
+			return fmt.Errorf("shutdown of the admin server: %w", err)
+		}
+		servers++
+	}
+	for range servers {
 		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
@@ -205,22 +274,44 @@ wait:
 	return nil
 }
 
+// removeTaintWhenReady starts removing the startup taint from the node once
+// every readiness check passes, in the background for as long as ctx lives.
+func removeTaintWhenReady(ctx context.Context, o options, cfg *responder.Config, checks []admin.Check, log *slog.Logger) error {
+	node := o.nodeName
+	if node == "" {
+		node = cfg.Node.Name
+	}
+	cs, err := kube.NewTaintClient(o.taintKubeconfig, node)
+	if err != nil {
+		return fmt.Errorf("--remove-startup-taint: %w", err)
+	}
+	log = log.With("component", "startup-taint", "node", node, "taint", kube.StartupTaint)
+	log.Info("the startup taint is removed once ready", "kubeconfig", o.taintKubeconfig)
+	go admin.RemoveTaintWhenReady(ctx, checks, readyPoll, func(ctx context.Context) (bool, error) {
+		return kube.RemoveTaint(ctx, cs, node, kube.StartupTaint)
+	}, log)
+	return nil
+}
+
 // newResponder assembles the responder: standalone, or in Kubernetes mode
 // with the node's credential. The pod informer syncs in the background: until
 // it has, a pod is looked up with a GET (and a request while the API is out
-// of reach is answered 503).
-func newResponder(ctx context.Context, cfg *responder.Config, view *store.View, iss *issuer.Issuer, log *slog.Logger) (*responder.Responder, error) {
+// of reach is answered 503). informerSynced tells when it has (nil
+// standalone).
+func newResponder(ctx context.Context, cfg *responder.Config, view *store.View, iss *issuer.Issuer, log *slog.Logger) (
+	h *responder.Responder, informerSynced func() bool, err error) {
 	if cfg.Kubernetes == nil {
-		return responder.New(cfg, view, iss, log)
+		h, err := responder.New(cfg, view, iss, log)
+		return h, nil, err
 	}
 	kc, err := kube.New(kube.Config{Kubeconfig: cfg.Kubernetes.Kubeconfig, NodeName: cfg.Node.Name, TokenLifetime: cfg.Kubernetes.Lifetime},
 		log.With("component", "kubernetes"))
 	if err != nil {
-		return nil, fmt.Errorf("kubernetes: %w", err)
+		return nil, nil, fmt.Errorf("kubernetes: %w", err)
 	}
-	h, err := responder.NewKubernetes(cfg, view, iss, kc, log)
+	h, err = responder.NewKubernetes(cfg, view, iss, kc, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	kc.OnPodGone(h.ForgetPod)
 	go func() {
@@ -229,5 +320,5 @@ func newResponder(ctx context.Context, cfg *responder.Config, view *store.View, 
 		}
 	}()
 	log.Info("kubernetes mode", "node", cfg.Node.Name, "kubeconfig", cfg.Kubernetes.Kubeconfig, "audiences", cfg.Kubernetes.Audiences, "tokenLifetime", cfg.Kubernetes.Lifetime.String())
-	return h, nil
+	return h, kc.HasSynced, nil
 }

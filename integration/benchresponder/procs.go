@@ -142,8 +142,10 @@ func (b *bench) startResponder(dir string) (*server, error) {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
+	// No admin address: the benchmark runs in the host's namespace, where
+	// 127.0.0.1:9988 may be taken (by a node's own metabind among others).
 	cmd := exec.Command(b.bin, "--state-dir", dir, "--listen", addr,
-		"--config", filepath.Join(dir, "responder.yaml"), "--log-level", "info")
+		"--config", filepath.Join(dir, "responder.yaml"), "--log-level", "info", "--admin-listen", "")
 	return b.start("responder", cmd, addr)
 }
 
