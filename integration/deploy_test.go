@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/metabind/metabind/integration/kubeapi"
+	"github.com/metabind/metabind/kube"
 	"github.com/metabind/metabind/integration/manifests"
 )
 
@@ -124,8 +125,9 @@ func TestDeployManifests(t *testing.T) {
 			t.Errorf("agent's %s: %v; want refused by the policy", name, err)
 		}
 	}
-	if err := patch(false, `[{"op":"test","path":"/spec/taints/0/key","value":"`+startupTaint+`"},{"op":"remove","path":"/spec/taints/0"}]`); err != nil {
-		t.Fatalf("agent removes the startup taint: %v", err)
+	// The responder's own removal (--remove-startup-taint) passes the policy.
+	if removed, err := kube.RemoveTaint(ctx, agent, node.Name, startupTaint); err != nil || !removed {
+		t.Fatalf("agent removes the startup taint: removed %t, %v", removed, err)
 	}
 	got, err := c.AdminClient.CoreV1().Nodes().Get(ctx, node.Name, metav1.GetOptions{})
 	if err != nil {
