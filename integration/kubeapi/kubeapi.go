@@ -148,14 +148,11 @@ func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	binDir := os.Getenv("KUBE_BIN_DIR")
-	if binDir == "" {
-		binDir = filepath.Join(root, ".cache/kube")
-	}
+	binDir := BinDir(root)
 	bins := map[string]string{}
 	needed := []string{"kube-apiserver", "kube-controller-manager"}
 	if o.scheduler {
@@ -164,19 +161,19 @@ func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 	for _, b := range needed {
 		p := filepath.Join(binDir, b)
 		if _, err := os.Stat(p); err != nil {
-			unavailable(t, fmt.Sprintf("needs %s in %s (KUBE_BIN_DIR): run scripts/install-deps.sh (make test does)", b, binDir))
+			Unavailable(t, fmt.Sprintf("needs %s in %s (KUBE_BIN_DIR): run scripts/install-deps.sh (make test does)", b, binDir))
 		}
 		bins[b] = p
 	}
 	if bins["etcd"], err = exec.LookPath("etcd"); err != nil {
-		unavailable(t, "needs etcd (Debian etcd-server): run scripts/install-deps.sh (make test does)")
+		Unavailable(t, "needs etcd (Debian etcd-server): run scripts/install-deps.sh (make test does)")
 	}
 	if o.netns != "" {
 		if os.Geteuid() != 0 {
-			unavailable(t, "needs root to run the control plane in a network namespace")
+			Unavailable(t, "needs root to run the control plane in a network namespace")
 		}
 		if _, err := exec.LookPath("nsenter"); err != nil {
-			unavailable(t, "needs nsenter (util-linux)")
+			Unavailable(t, "needs nsenter (util-linux)")
 		}
 	}
 
@@ -197,7 +194,7 @@ func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 			t.Fatalf("kubeapi: loopback up in %s: %v", o.netns, err)
 		}
 	}
-	ports, err := c.freePorts(3)
+	ports, err := c.FreePorts(3)
 	if err != nil {
 		t.Fatalf("kubeapi: free ports: %v", err)
 	}
@@ -218,7 +215,7 @@ func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 		UserAgent:       "kubeapi-test-admin",
 	}
 	if o.netns != "" {
-		c.AdminConfig.Dial = dialIn(o.netns)
+		c.AdminConfig.Dial = DialIn(o.netns)
 	}
 	if c.AdminClient, err = kubernetes.NewForConfig(c.AdminConfig); err != nil {
 		t.Fatal(err)
@@ -271,6 +268,8 @@ func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 		"--service-account-private-key-file="+c.pki.saKey,
 		"--root-ca-file="+c.pki.caCert,
 		"--controllers="+o.controllers,
+		// Not the host's /usr/libexec/kubernetes/kubelet-plugins.
+		"--flex-volume-plugin-dir="+filepath.Join(dir, "flexvolume"),
 		"--profiling=false",
 	)
 	if o.scheduler {
@@ -314,9 +313,18 @@ func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 	return c
 }
 
-// unavailable stops a test that cannot run here: a skip on a developer's
+// BinDir is where the Kubernetes binaries are: $KUBE_BIN_DIR, by default
+// <root>/.cache/kube.
+func BinDir(root string) string {
+	if dir := os.Getenv("KUBE_BIN_DIR"); dir != "" {
+		return dir
+	}
+	return filepath.Join(root, ".cache/kube")
+}
+
+// Unavailable stops a test that cannot run here: a skip on a developer's
 // machine, a failure under CI (CI=true), where every test must run.
-func unavailable(t testing.TB, problem string) {
+func Unavailable(t testing.TB, problem string) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("cannot run under CI: %s", problem)
@@ -417,9 +425,9 @@ func (c *Cluster) waitReady() error {
 	}
 }
 
-// freePorts finds n free TCP ports on 127.0.0.1 where the control plane
+// FreePorts finds n free TCP ports on 127.0.0.1 where the control plane
 // runs.
-func (c *Cluster) freePorts(n int) ([]int, error) {
+func (c *Cluster) FreePorts(n int) ([]int, error) {
 	var ports []int
 	find := func() error {
 		var lns []net.Listener
@@ -444,9 +452,9 @@ func (c *Cluster) freePorts(n int) ([]int, error) {
 	return ports, ns.WithNetNSPath(c.NetNS, func(ns.NetNS) error { return find() })
 }
 
-// dialIn dials from inside the network namespace at path: the socket is
+// DialIn dials from inside the network namespace at path: the socket is
 // made there, the connection then used from anywhere.
-func dialIn(path string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func DialIn(path string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var conn net.Conn
 		err := ns.WithNetNSPath(path, func(ns.NetNS) error {
@@ -471,9 +479,9 @@ func (c *Cluster) writeKubeconfig(path string, kp keyPair) error {
 	return nil
 }
 
-// repoRoot is the directory of the main module's go.mod, above the working
+// RepoRoot is the directory of the main module's go.mod, above the working
 // directory (go test runs in the package's directory).
-func repoRoot() (string, error) {
+func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err
