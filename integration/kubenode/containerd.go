@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -354,4 +355,30 @@ func processComm(pid int) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// PodNetworkConflist is a pod network the way Calico ships its conflist
+// (CNI 0.3.1, network "k8s-pod-network"), here ptp with host-local
+// addresses from subnet, its state under Dir (not the host's
+// /var/lib/cni), and a default route; for WriteCNIConfig or CNIConfig,
+// under a name like Calico's "10-calico.conflist".
+func (n *Node) PodNetworkConflist(subnet netip.Prefix) []byte {
+	conf := map[string]any{
+		"cniVersion": "0.3.1",
+		"name":       "k8s-pod-network",
+		"plugins": []any{map[string]any{
+			"type": "ptp",
+			"ipam": map[string]any{
+				"type":    "host-local",
+				"subnet":  subnet.String(),
+				"routes":  []any{map[string]string{"dst": "0.0.0.0/0"}},
+				"dataDir": filepath.Join(n.Dir, "ipam"),
+			},
+		}},
+	}
+	b, err := json.MarshalIndent(conf, "", "  ")
+	if err != nil {
+		panic(err) // maps of strings
+	}
+	return b
 }

@@ -18,22 +18,6 @@ import (
 	"github.com/metabind/metabind/integration/kubenode"
 )
 
-// podConflist is a pod network the way Calico ships its conflist: CNI
-// 0.3.1, network k8s-pod-network, here ptp + host-local.
-const podConflist = `{
-  "cniVersion": "0.3.1",
-  "name": "k8s-pod-network",
-  "plugins": [{
-    "type": "ptp",
-    "ipam": {
-      "type": "host-local",
-      "subnet": "10.251.0.0/24",
-      "routes": [{"dst": "0.0.0.0/0"}],
-      "dataDir": "%IPAM%"
-    }
-  }]
-}`
-
 const corefile = `. {
     errors
     hosts {
@@ -54,8 +38,8 @@ func TestNode(t *testing.T) {
 		t.Fatalf("DNSAddress %s", n.DNSAddress)
 	}
 	phase := time.Now()
-	conf := strings.ReplaceAll(podConflist, "%IPAM%", n.Dir+"/ipam")
-	n.WriteCNIConfig(t, "10-calico.conflist", []byte(conf))
+	subnet := netip.MustParsePrefix("10.251.0.0/24")
+	n.WriteCNIConfig(t, "10-calico.conflist", n.PodNetworkConflist(subnet))
 	n.WaitReady(t)
 	t.Logf("phase: node up (registered) %v, Ready after the conflist %v",
 		phase.Sub(began).Round(time.Millisecond), time.Since(phase).Round(time.Millisecond))
@@ -87,7 +71,7 @@ func TestNode(t *testing.T) {
 	}
 	running := waitRunning(t, n, "default", "app")
 	ip, err := netip.ParseAddr(running.Status.PodIP)
-	if err != nil || !netip.MustParsePrefix("10.251.0.0/24").Contains(ip) || running.Spec.NodeName != n.Name {
+	if err != nil || !subnet.Contains(ip) || running.Spec.NodeName != n.Name {
 		t.Fatalf("pod: IP %q (want in 10.251.0.0/24), node %q", running.Status.PodIP, running.Spec.NodeName)
 	}
 	t.Logf("phase: pod scheduled and Running with %s in %v", ip, time.Since(phase).Round(time.Millisecond))
