@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,62 +28,6 @@ var containerdConfig string
 // containerdDir is containerd's part of Dir: root, state, socket, config.
 func (n *Node) containerdDir(elem ...string) string {
 	return filepath.Join(append([]string{n.Dir, "containerd"}, elem...)...)
-}
-
-// prepareCNI makes CNIBinDir with copies of the reference plugins and
-// CNIConfDir with confs in it.
-func (n *Node) prepareCNI(confs map[string][]byte) error {
-	for _, d := range []string{n.CNIBinDir, n.CNIConfDir} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			return err
-		}
-	}
-	for _, p := range cniPlugins {
-		if err := copyFile(filepath.Join(n.tools.cniPluginsDir, p), filepath.Join(n.CNIBinDir, p), 0o755); err != nil {
-			return fmt.Errorf("CNI plugin %s: %w", p, err)
-		}
-	}
-	for file, conf := range confs {
-		if err := n.writeCNIConfig(file, conf); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// WriteCNIConfig writes a CNI config named file into CNIConfDir, through a
-// temporary file renamed into place (containerd watches the directory and
-// must not read half a file).
-func (n *Node) WriteCNIConfig(t testing.TB, file string, conf []byte) {
-	t.Helper()
-	if err := n.writeCNIConfig(file, conf); err != nil {
-		t.Fatalf("kubenode: %v", err)
-	}
-}
-
-func (n *Node) writeCNIConfig(file string, conf []byte) error {
-	tmp := filepath.Join(n.CNIConfDir, "."+file+".tmp")
-	if err := os.WriteFile(tmp, conf, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(n.CNIConfDir, file))
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // startContainerd writes containerd's config, starts it in the node's
@@ -355,30 +298,4 @@ func processComm(pid int) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
-}
-
-// PodNetworkConflist is a pod network the way Calico ships its conflist
-// (CNI 0.3.1, network "k8s-pod-network"), here ptp with host-local
-// addresses from subnet, its state under Dir (not the host's
-// /var/lib/cni), and a default route; for WriteCNIConfig or CNIConfig,
-// under a name like Calico's "10-calico.conflist".
-func (n *Node) PodNetworkConflist(subnet netip.Prefix) []byte {
-	conf := map[string]any{
-		"cniVersion": "0.3.1",
-		"name":       "k8s-pod-network",
-		"plugins": []any{map[string]any{
-			"type": "ptp",
-			"ipam": map[string]any{
-				"type":    "host-local",
-				"subnet":  subnet.String(),
-				"routes":  []any{map[string]string{"dst": "0.0.0.0/0"}},
-				"dataDir": filepath.Join(n.Dir, "ipam"),
-			},
-		}},
-	}
-	b, err := json.MarshalIndent(conf, "", "  ")
-	if err != nil {
-		panic(err) // maps of strings
-	}
-	return b
 }

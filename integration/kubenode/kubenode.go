@@ -64,7 +64,6 @@ type options struct {
 	dns      netip.Addr
 	corefile string
 	taints   []corev1.Taint
-	cniConfs map[string][]byte
 }
 
 // Name names the node (its kubelet's --hostname-override and credential).
@@ -84,14 +83,6 @@ func Corefile(text string) Option { return func(o *options) { o.corefile = text 
 // Taints registers the node with taints (the kubelet's registerWithTaints).
 func Taints(taints ...corev1.Taint) Option {
 	return func(o *options) { o.taints = append(o.taints, taints...) }
-}
-
-// CNIConfig writes a CNI config named file into CNIConfDir before
-// containerd starts, so that Start waits until the node is Ready. Without
-// one, the node's network is not ready (and the node not Ready) until a
-// config is written (WriteCNIConfig, then WaitReady).
-func CNIConfig(file string, conf []byte) Option {
-	return func(o *options) { o.cniConfs[file] = conf }
 }
 
 // Node is a running node. Its helpers report failures with t.Fatal: call
@@ -131,8 +122,9 @@ type Node struct {
 }
 
 // Start runs a node in a new network namespace, with its state under a new
-// directory in dir, and waits until the node is registered (and Ready when
-// a CNIConfig was given). t.Cleanup stops it.
+// directory in dir, and waits until the kubelet has registered the node.
+// The node is not Ready until CNIConfDir holds a network config: write one
+// (WriteCNIConfig, PodNetworkConflist), then WaitReady. t.Cleanup stops it.
 func Start(t testing.TB, dir string, opts ...Option) *Node {
 	t.Helper()
 	o := options{
@@ -140,7 +132,6 @@ func Start(t testing.TB, dir string, opts ...Option) *Node {
 		nodeIP:   netip.MustParsePrefix(DefaultNodeIP),
 		dns:      netip.MustParseAddr(DefaultDNSAddress),
 		corefile: DefaultCorefile,
-		cniConfs: map[string][]byte{},
 	}
 	for _, opt := range opts {
 		opt(&o)
@@ -181,7 +172,7 @@ func Start(t testing.TB, dir string, opts ...Option) *Node {
 	t.Cleanup(n.Stop)
 	controlPlane := lap()
 	n.startCoreDNS(o.corefile)
-	if err := n.prepareCNI(o.cniConfs); err != nil {
+	if err := n.prepareCNI(); err != nil {
 		t.Fatalf("kubenode: %v", err)
 	}
 	n.startContainerd()
@@ -192,15 +183,11 @@ func Start(t testing.TB, dir string, opts ...Option) *Node {
 	n.ImportImage(t, BuildPauseImage(t, pauseDir))
 	runtime := lap()
 	n.startKubelet(o.taints)
-	if len(o.cniConfs) > 0 {
-		n.WaitReady(t)
-	} else {
-		n.waitRegistered()
-	}
+	n.waitRegistered()
 	kubelet := lap()
-	t.Logf("kubenode: node %s (%s, DNS %s) in netns %s up in %v: control plane %v, CoreDNS+containerd+pause image %v, kubelet %v (%s)",
+	t.Logf("kubenode: node %s (%s, DNS %s) in netns %s registered in %v: control plane %v, CoreDNS+containerd+pause image %v, kubelet %v",
 		n.Name, n.IP, n.DNSAddress, n.NetNSName, time.Since(began).Round(time.Millisecond),
-		controlPlane, runtime, kubelet, map[bool]string{true: "Ready", false: "registered"}[len(o.cniConfs) > 0])
+		controlPlane, runtime, kubelet)
 	return n
 }
 

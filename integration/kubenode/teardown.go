@@ -109,7 +109,9 @@ func (n *Node) containerLogLinks() []string {
 // Leftovers describes what of the node outlives Stop: processes in its
 // network namespace, naming Dir on their command line or running from a
 // root under it (a container's); mounts under Dir; the namespace itself;
-// links to its container logs. Empty after a clean Stop.
+// links to its container logs. Empty after a clean Stop. (Not the host
+// directories of hostDirs: another containerd or kubelet on the machine may
+// have made them since.)
 func (n *Node) Leftovers() []string {
 	var left []string
 	for pid, args := range processes() {
@@ -131,11 +133,6 @@ func (n *Node) Leftovers() []string {
 	}
 	for _, l := range n.containerLogLinks() {
 		left = append(left, "link "+l)
-	}
-	for _, d := range n.hostDirs {
-		if _, err := os.Stat(d); err == nil {
-			left = append(left, "directory "+d)
-		}
 	}
 	slices.Sort(left)
 	return left
