@@ -2,8 +2,10 @@
 // kube-apiserver and kube-controller-manager, with certificates made by the
 // test, the Node authorizer and the NodeRestriction admission plugin on, and
 // a node's own credential (system:node:<name>) to test with. There is no
-// kubelet and no scheduler: pods are created with spec.nodeName set and never
-// run, which is all the API needs to relate them to a node.
+// kubelet: pods are created with spec.nodeName set and never run, which is
+// all the API needs to relate them to a node. With Scheduler, Controllers("*")
+// and KubeletRegistersNode it is the control plane of a real node
+// (integration/kubenode runs one with a kubelet).
 //
 // Where it runs. By default every process listens on 127.0.0.1 of the test's
 // own network namespace (loopback only; no root needed), which suits a client
@@ -16,9 +18,9 @@
 // processes in the namespace. Running in the namespace needs root; nothing
 // touches the host's own network namespace either way.
 //
-// Binaries: kube-apiserver and kube-controller-manager from $KUBE_BIN_DIR
-// (default <repo>/.cache/kube, built by scripts/install-deps.sh from
-// tools/kube) and etcd from PATH (Debian's etcd-server). When one is missing
+// Binaries: kube-apiserver, kube-controller-manager and kube-scheduler from
+// $KUBE_BIN_DIR (default <repo>/.cache/kube, built by scripts/install-deps.sh
+// from tools/kube) and etcd from PATH (Debian's etcd-server). When one is missing
 // the test is skipped, or fails under CI=true.
 package kubeapi
 
@@ -44,6 +46,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/metabind/metabind/integration/testproc"
 )
 
 // DefaultNodeName is the node whose credential NodeKubeconfig carries unless
@@ -58,15 +62,42 @@ const startTimeout = 90 * time.Second
 type Option func(*options)
 
 type options struct {
-	netns string
-	node  string
+	netns       string
+	node        string
+	scheduler   bool
+	controllers string
+	noNode      bool
 }
+
+// testControllers are the controller-manager's controllers unless
+// Controllers says otherwise: only what a test without a kubelet needs
+// (default ServiceAccounts, the CA ConfigMap, namespace deletion). Not the
+// node lifecycle: with no kubelet reporting, it would taint the node and
+// evict its pods.
+const testControllers = "serviceaccount-controller,root-ca-certificate-publisher-controller,namespace-controller"
 
 // NetNS runs the control plane inside the network namespace at path.
 func NetNS(path string) Option { return func(o *options) { o.netns = path } }
 
 // NodeName names the node of NodeKubeconfig's credential.
 func NodeName(name string) Option { return func(o *options) { o.node = name } }
+
+// Scheduler also runs kube-scheduler, so that pods without spec.nodeName
+// (DaemonSet pods among them: their controller sets node affinity, not the
+// node) are bound to a node.
+func Scheduler() Option { return func(o *options) { o.scheduler = true } }
+
+// Controllers sets the controller-manager's --controllers ("*" runs the
+// default set, as a real cluster does; naming one that does not exist makes
+// it exit).
+func Controllers(list ...string) Option {
+	return func(o *options) { o.controllers = strings.Join(list, ",") }
+}
+
+// KubeletRegistersNode leaves the Node object of NodeName to a kubelet:
+// Start does not create it. A kubelet that finds its Node already there
+// does not register its taints or addresses.
+func KubeletRegistersNode() Option { return func(o *options) { o.noNode = true } }
 
 // Cluster is a running control plane. Its helpers report failures with
 // t.Fatal: call them from the test's goroutine.
@@ -86,6 +117,9 @@ type Cluster struct {
 	// apiserver's only API audience. JWKSURL is its /openid/v1/jwks.
 	Issuer  string
 	JWKSURL string
+	// CAFile is the CA that signs the apiserver's serving certificate and
+	// every client certificate (PEM).
+	CAFile string
 	// NetNS is the namespace the control plane runs in ("" for the test's).
 	NetNS string
 	// StartupTime is how long Start took, from the first process started
@@ -96,48 +130,50 @@ type Cluster struct {
 	dir       string
 	root      string
 	pki       *pki
-	spawn     *spawner
-	etcd      *proc
-	apiserver *proc
-	kcm       *proc
+	spawn     *testproc.Spawner
+	etcd      *testproc.Proc
+	apiserver *testproc.Proc
+	kcm       *testproc.Proc
+	scheduler *testproc.Proc // nil without Scheduler
 	stopOnce  sync.Once
 }
 
-// Start runs etcd, kube-apiserver and kube-controller-manager with their data
-// in a new directory under dir, waits until the API serves and namespaces get
-// their default ServiceAccount, and stops everything and removes the data in
-// t.Cleanup.
+// Start runs etcd, kube-apiserver and kube-controller-manager (and
+// kube-scheduler with Scheduler) with their data in a new directory under
+// dir, waits until the API serves and namespaces get their default
+// ServiceAccount, and stops everything and removes the data in t.Cleanup.
 func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 	t.Helper()
-	o := options{node: DefaultNodeName}
+	o := options{node: DefaultNodeName, controllers: testControllers}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	root, err := repoRoot()
+	root, err := RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	binDir := os.Getenv("KUBE_BIN_DIR")
-	if binDir == "" {
-		binDir = filepath.Join(root, ".cache/kube")
-	}
+	binDir := BinDir(root)
 	bins := map[string]string{}
-	for _, b := range []string{"kube-apiserver", "kube-controller-manager"} {
+	needed := []string{"kube-apiserver", "kube-controller-manager"}
+	if o.scheduler {
+		needed = append(needed, "kube-scheduler")
+	}
+	for _, b := range needed {
 		p := filepath.Join(binDir, b)
 		if _, err := os.Stat(p); err != nil {
-			unavailable(t, fmt.Sprintf("needs %s in %s (KUBE_BIN_DIR): run scripts/install-deps.sh (make test does)", b, binDir))
+			Unavailable(t, fmt.Sprintf("needs %s in %s (KUBE_BIN_DIR): run scripts/install-deps.sh (make test does)", b, binDir))
 		}
 		bins[b] = p
 	}
 	if bins["etcd"], err = exec.LookPath("etcd"); err != nil {
-		unavailable(t, "needs etcd (Debian etcd-server): run scripts/install-deps.sh (make test does)")
+		Unavailable(t, "needs etcd (Debian etcd-server): run scripts/install-deps.sh (make test does)")
 	}
 	if o.netns != "" {
 		if os.Geteuid() != 0 {
-			unavailable(t, "needs root to run the control plane in a network namespace")
+			Unavailable(t, "needs root to run the control plane in a network namespace")
 		}
 		if _, err := exec.LookPath("nsenter"); err != nil {
-			unavailable(t, "needs nsenter (util-linux)")
+			Unavailable(t, "needs nsenter (util-linux)")
 		}
 	}
 
@@ -145,7 +181,7 @@ func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cluster{t: t, dir: dir, root: root, NodeName: o.node, NetNS: o.netns, spawn: newSpawner()}
+	c := &Cluster{t: t, dir: dir, root: root, NodeName: o.node, NetNS: o.netns, spawn: testproc.NewSpawner()}
 	t.Cleanup(c.Stop)
 	if o.netns != "" {
 		if err := ns.WithNetNSPath(o.netns, func(ns.NetNS) error {
@@ -158,7 +194,7 @@ func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 			t.Fatalf("kubeapi: loopback up in %s: %v", o.netns, err)
 		}
 	}
-	ports, err := c.freePorts(3)
+	ports, err := c.FreePorts(3)
 	if err != nil {
 		t.Fatalf("kubeapi: free ports: %v", err)
 	}
@@ -170,6 +206,7 @@ func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 	if c.pki, err = newPKI(filepath.Join(dir, "pki"), o.node); err != nil {
 		t.Fatalf("kubeapi: certificates: %v", err)
 	}
+	c.CAFile = c.pki.caCert
 	c.AdminConfig = &rest.Config{
 		Host:            c.Server,
 		TLSClientConfig: rest.TLSClientConfig{CAData: c.pki.caPEM, CertData: c.pki.admin.cert, KeyData: c.pki.admin.key},
@@ -178,7 +215,7 @@ func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 		UserAgent:       "kubeapi-test-admin",
 	}
 	if o.netns != "" {
-		c.AdminConfig.Dial = dialIn(o.netns)
+		c.AdminConfig.Dial = DialIn(o.netns)
 	}
 	if c.AdminClient, err = kubernetes.NewForConfig(c.AdminConfig); err != nil {
 		t.Fatal(err)
@@ -230,14 +267,21 @@ func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 		"--use-service-account-credentials=false",
 		"--service-account-private-key-file="+c.pki.saKey,
 		"--root-ca-file="+c.pki.caCert,
-		// Only what the tests need: default ServiceAccounts, the CA
-		// ConfigMap, namespace deletion. Not the node lifecycle (no
-		// kubelet reports; it would taint the node and evict its pods).
-		"--controllers=serviceaccount-controller,root-ca-certificate-publisher-controller,namespace-controller",
+		"--controllers="+o.controllers,
+		// Not the host's /usr/libexec/kubernetes/kubelet-plugins.
+		"--flex-volume-plugin-dir="+filepath.Join(dir, "flexvolume"),
 		"--profiling=false",
 	)
-	for _, p := range []*proc{c.etcd, c.apiserver} {
-		if err := p.start(c.spawn); err != nil {
+	if o.scheduler {
+		c.scheduler = c.newProc("kube-scheduler", bins["kube-scheduler"],
+			"--kubeconfig="+c.AdminKubeconfig,
+			"--leader-elect=false",
+			"--secure-port=0",
+			"--profiling=false",
+		)
+	}
+	for _, p := range []*testproc.Proc{c.etcd, c.apiserver} {
+		if err := p.Start(c.spawn); err != nil {
 			t.Fatalf("kubeapi: %v", err)
 		}
 	}
@@ -245,12 +289,19 @@ func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 		t.Fatalf("kubeapi: %v", err)
 	}
 	apiReady := time.Since(began)
-	if err := c.kcm.start(c.spawn); err != nil {
-		t.Fatalf("kubeapi: %v", err)
+	for _, p := range []*testproc.Proc{c.kcm, c.scheduler} {
+		if p == nil {
+			continue
+		}
+		if err := p.Start(c.spawn); err != nil {
+			t.Fatalf("kubeapi: %v", err)
+		}
 	}
-	c.ensureNode(o.node)
+	if !o.noNode {
+		c.ensureNode(o.node)
+	}
 	if err := c.waitServiceAccount("default", "default"); err != nil {
-		t.Fatalf("kubeapi: %v\n%s log:\n%s", err, c.kcm.name, c.kcm.tail(40))
+		t.Fatalf("kubeapi: %v\n%s log:\n%s", err, c.kcm.Name, c.kcm.Tail(40))
 	}
 	c.StartupTime = time.Since(began)
 	where := "127.0.0.1"
@@ -262,9 +313,18 @@ func Start(t testing.TB, dir string, opts ...Option) *Cluster {
 	return c
 }
 
-// unavailable stops a test that cannot run here: a skip on a developer's
+// BinDir is where the Kubernetes binaries are: $KUBE_BIN_DIR, by default
+// <root>/.cache/kube.
+func BinDir(root string) string {
+	if dir := os.Getenv("KUBE_BIN_DIR"); dir != "" {
+		return dir
+	}
+	return filepath.Join(root, ".cache/kube")
+}
+
+// Unavailable stops a test that cannot run here: a skip on a developer's
 // machine, a failure under CI (CI=true), where every test must run.
-func unavailable(t testing.TB, problem string) {
+func Unavailable(t testing.TB, problem string) {
 	t.Helper()
 	if os.Getenv("CI") == "true" {
 		t.Fatalf("cannot run under CI: %s", problem)
@@ -276,19 +336,15 @@ func unavailable(t testing.TB, problem string) {
 // t.Cleanup; calling it earlier is fine.
 func (c *Cluster) Stop() {
 	c.stopOnce.Do(func() {
-		for _, p := range []*proc{c.kcm, c.apiserver, c.etcd} {
+		for _, p := range []*testproc.Proc{c.scheduler, c.kcm, c.apiserver, c.etcd} {
 			if p != nil {
-				p.kill()
+				p.Kill()
 			}
 		}
 		if c.t.Failed() {
-			for _, p := range []*proc{c.etcd, c.apiserver, c.kcm} {
-				if p != nil {
-					c.t.Logf("kubeapi: %s log (end):\n%s", p.name, p.tail(40))
-				}
-			}
+			c.t.Logf("kubeapi: control plane logs (end):\n%s", c.Logs(40))
 		}
-		c.spawn.close()
+		c.spawn.Close()
 		os.RemoveAll(c.dir)
 	})
 }
@@ -297,17 +353,17 @@ func (c *Cluster) Stop() {
 // an API outage. StartAPIServer brings it back on the same address.
 func (c *Cluster) StopAPIServer() {
 	c.t.Helper()
-	c.apiserver.kill()
+	c.apiserver.Kill()
 }
 
 // StartAPIServer starts kube-apiserver again after StopAPIServer and waits
 // until it serves.
 func (c *Cluster) StartAPIServer() {
 	c.t.Helper()
-	if c.apiserver.running() {
+	if c.apiserver.Running() {
 		return
 	}
-	if err := c.apiserver.start(c.spawn); err != nil {
+	if err := c.apiserver.Start(c.spawn); err != nil {
 		c.t.Fatalf("kubeapi: %v", err)
 	}
 	if err := c.waitReady(); err != nil {
@@ -315,11 +371,23 @@ func (c *Cluster) StartAPIServer() {
 	}
 }
 
-func (c *Cluster) newProc(name string, argv ...string) *proc {
+// Logs is the last lines of each control-plane process's log, for a test
+// that failed.
+func (c *Cluster) Logs(lines int) string {
+	var b strings.Builder
+	for _, p := range []*testproc.Proc{c.etcd, c.apiserver, c.kcm, c.scheduler} {
+		if p != nil {
+			fmt.Fprintf(&b, "--- %s (%s):\n%s\n", p.Name, p.LogPath, p.Tail(lines))
+		}
+	}
+	return b.String()
+}
+
+func (c *Cluster) newProc(name string, argv ...string) *testproc.Proc {
 	if c.NetNS != "" {
 		argv = append([]string{"nsenter", "--net=" + c.NetNS, "--"}, argv...)
 	}
-	return &proc{name: name, argv: argv, logPath: filepath.Join(c.dir, name+".log")}
+	return testproc.New(name, filepath.Join(c.dir, name+".log"), argv...)
 }
 
 // waitReady polls the apiserver's /readyz until it answers 200.
@@ -333,9 +401,9 @@ func (c *Cluster) waitReady() error {
 	deadline := time.Now().Add(startTimeout)
 	last := "no answer"
 	for {
-		for _, p := range []*proc{c.etcd, c.apiserver} {
-			if !p.running() {
-				return fmt.Errorf("%s exited (%v); log:\n%s", p.name, p.waitErr, p.tail(40))
+		for _, p := range []*testproc.Proc{c.etcd, c.apiserver} {
+			if !p.Running() {
+				return fmt.Errorf("%s exited (%v); log:\n%s", p.Name, p.Err(), p.Tail(40))
 			}
 		}
 		resp, err := hc.Get(c.Server + "/readyz")
@@ -351,15 +419,15 @@ func (c *Cluster) waitReady() error {
 			last = err.Error()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("kube-apiserver not ready within %v (%s); log:\n%s", startTimeout, last, c.apiserver.tail(40))
+			return fmt.Errorf("kube-apiserver not ready within %v (%s); log:\n%s", startTimeout, last, c.apiserver.Tail(40))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 }
 
-// freePorts finds n free TCP ports on 127.0.0.1 where the control plane
+// FreePorts finds n free TCP ports on 127.0.0.1 where the control plane
 // runs.
-func (c *Cluster) freePorts(n int) ([]int, error) {
+func (c *Cluster) FreePorts(n int) ([]int, error) {
 	var ports []int
 	find := func() error {
 		var lns []net.Listener
@@ -384,9 +452,9 @@ func (c *Cluster) freePorts(n int) ([]int, error) {
 	return ports, ns.WithNetNSPath(c.NetNS, func(ns.NetNS) error { return find() })
 }
 
-// dialIn dials from inside the network namespace at path: the socket is
+// DialIn dials from inside the network namespace at path: the socket is
 // made there, the connection then used from anywhere.
-func dialIn(path string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func DialIn(path string) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		var conn net.Conn
 		err := ns.WithNetNSPath(path, func(ns.NetNS) error {
@@ -411,9 +479,9 @@ func (c *Cluster) writeKubeconfig(path string, kp keyPair) error {
 	return nil
 }
 
-// repoRoot is the directory of the main module's go.mod, above the working
+// RepoRoot is the directory of the main module's go.mod, above the working
 // directory (go test runs in the package's directory).
-func repoRoot() (string, error) {
+func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", err

@@ -218,8 +218,8 @@ func (c *Cluster) JWKS() []byte {
 func (c *Cluster) waitServiceAccount(namespace, name string) error {
 	deadline := time.Now().Add(startTimeout)
 	for {
-		if c.kcm.cmd != nil && !c.kcm.running() {
-			return fmt.Errorf("waiting for serviceaccount %s/%s: %s exited (%v)", namespace, name, c.kcm.name, c.kcm.waitErr)
+		if c.kcm.Started() && !c.kcm.Running() {
+			return fmt.Errorf("waiting for serviceaccount %s/%s: %s exited (%v)", namespace, name, c.kcm.Name, c.kcm.Err())
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := c.AdminClient.CoreV1().ServiceAccounts(namespace).Get(ctx, name, metav1.GetOptions{})
