@@ -144,7 +144,7 @@ func (n *Node) crictl(args ...string) (string, error) {
 // until the CRI plugin sees the images it names.
 func (n *Node) ImportImage(t testing.TB, tarball string) {
 	t.Helper()
-	names, err := imageNames(tarball)
+	names, err := ImageNames(tarball)
 	if err != nil {
 		t.Fatalf("kubenode: import %s: %v", tarball, err)
 	}
@@ -166,9 +166,9 @@ func (n *Node) ImportImage(t testing.TB, tarball string) {
 	}
 }
 
-// imageNames are the names an OCI layout tarball gives its images (the
+// ImageNames are the names an OCI layout tarball gives its images (the
 // annotation containerd names an imported image by).
-func imageNames(tarball string) ([]string, error) {
+func ImageNames(tarball string) ([]string, error) {
 	f, err := os.Open(tarball)
 	if err != nil {
 		return nil, err
@@ -298,4 +298,20 @@ func processComm(pid int) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// Exec runs argv in the container (crictl exec, as kubectl exec does
+// through the kubelet) and returns its stdout and stderr. crictl runs in
+// the node's netns: containerd's streaming server listens on the node's
+// loopback.
+func (n *Node) Exec(containerID string, argv ...string) (stdout, stderr string, err error) {
+	ctx, cancel := ctx()
+	defer cancel()
+	args := append([]string{"--net=" + n.NetNSPath, "--", n.tools.crictl, "--config", n.containerdDir("crictl.yaml"),
+		"exec", containerID}, argv...)
+	cmd := exec.CommandContext(ctx, "nsenter", args...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err = cmd.Run()
+	return out.String(), errb.String(), err
 }
