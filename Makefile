@@ -3,8 +3,10 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 CNI_BIN := $(CURDIR)/.cache/cni/bin
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+IMAGE     ?= ghcr.io/metabind/metabind:$(VERSION)
+PLATFORMS ?= linux/amd64,linux/arm64
 
-.PHONY: build testhooks deps kube-deps test gotest fuzz demo bench clean
+.PHONY: build testhooks deps kube-deps test gotest fuzz demo bench image clean
 
 ## build: the three binaries into bin/
 build:
@@ -39,6 +41,18 @@ demo: deps build
 ## bench: the tables of docs/PERFORMANCE.md (root)
 bench: deps build
 	CNI_PLUGINS_DIR=$(CNI_BIN) scripts/bench.sh
+
+## image: bin/image/metabind.oci.tar, the DaemonSet's image $(IMAGE) for $(PLATFORMS), no Docker daemon needed
+image:
+	@set -e; for platform in $$(echo $(PLATFORMS) | tr , ' '); do \
+	  arch=$${platform#linux/}; arch=$${arch%%/*}; \
+	  echo "image: binaries for linux/$$arch into $(BIN)/image/$$arch"; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
+	    -o $(BIN)/image/$$arch/ ./cmd/...; \
+	  scripts/image-rootfs.sh $$arch $(CURDIR)/.cache/image/rootfs-$$arch; \
+	done
+	$(GO) run ./tools/mkimage -name $(IMAGE) -platform $(PLATFORMS) -out $(BIN)/image/metabind.oci.tar \
+	  -rootfs '$(CURDIR)/.cache/image/rootfs-{arch}' -bin '$(BIN)/image/{arch}'
 
 clean:
 	rm -rf $(BIN) .cache
