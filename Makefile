@@ -6,12 +6,14 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # SKEW_FROM: the previous release, whose binaries the skew test runs against these
 SKEW_FROM ?= 0bd6b06
 SKEW_BIN  := $(CURDIR)/.cache/skew/$(SKEW_FROM)
+IMAGE     ?= ghcr.io/metabind/metabind:$(VERSION)
+PLATFORMS ?= linux/amd64,linux/arm64
 
-.PHONY: build testhooks deps kube-deps skew-deps test gotest fuzz demo bench clean
+.PHONY: build testhooks deps kube-deps skew-deps test gotest fuzz demo bench image clean
 
-## build: the three binaries into bin/
+## build: the three binaries into bin/, static (as in the image: the same compilation serves both)
 build:
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN)/ ./cmd/...
 
 ## testhooks: bin/test/metabind, the plugin with the crash tests' hook (never ship it)
 testhooks:
@@ -38,7 +40,7 @@ skew-deps:
 ## test: unit, integration and attack tests (root), then every fuzz target briefly
 test: gotest fuzz
 
-gotest: kube-deps build testhooks skew-deps
+gotest: kube-deps build testhooks skew-deps image
 	METABIND_BIN_DIR=$(BIN) METABIND_TESTHOOK_BIN_DIR=$(BIN)/test CNI_PLUGINS_DIR=$(CNI_BIN) $(GO) test -count=1 -timeout 30m ./...
 
 ## fuzz: every fuzz target for FUZZTIME (default 10s) each
@@ -52,6 +54,18 @@ demo: deps build
 ## bench: the tables of docs/PERFORMANCE.md (root)
 bench: deps build
 	CNI_PLUGINS_DIR=$(CNI_BIN) scripts/bench.sh
+
+## image: bin/image/metabind.oci.tar, the DaemonSet's image $(IMAGE) for $(PLATFORMS), no Docker daemon needed
+image:
+	@set -e; for platform in $$(echo $(PLATFORMS) | tr , ' '); do \
+	  arch=$${platform#linux/}; arch=$${arch%%/*}; \
+	  echo "image: binaries for linux/$$arch into $(BIN)/image/$$arch"; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w -X main.version=$(VERSION)" \
+	    -o $(BIN)/image/$$arch/ ./cmd/...; \
+	  scripts/image-rootfs.sh $$arch $(CURDIR)/.cache/image/rootfs-$$arch; \
+	done
+	$(GO) run ./tools/mkimage -name $(IMAGE) -platform $(PLATFORMS) -out $(BIN)/image/metabind.oci.tar \
+	  -rootfs '$(CURDIR)/.cache/image/rootfs-{arch}' -bin '$(BIN)/image/{arch}'
 
 clean:
 	rm -rf $(BIN) .cache

@@ -7,8 +7,9 @@ import (
 )
 
 // LayerFromDir is the tree under root as a layer: regular files, symlinks
-// (kept as links) and directories, with their permission bits. Other kinds
-// (devices, sockets) are refused: a rootfs for an image has none.
+// (kept as links) and directories, with their permission bits and the
+// setuid, setgid and sticky bits (a /tmp of mode 1777 stays one). Other
+// kinds (devices, sockets) are refused: a rootfs for an image has none.
 func LayerFromDir(root string) (Layer, error) {
 	var l Layer
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
@@ -23,7 +24,7 @@ func LayerFromDir(root string) (Layer, error) {
 		if err != nil {
 			return err
 		}
-		f := File{Path: filepath.ToSlash(rel), Mode: int64(info.Mode().Perm())}
+		f := File{Path: filepath.ToSlash(rel), Mode: unixMode(info.Mode())}
 		switch {
 		case info.IsDir():
 			f.Dir = true
@@ -42,4 +43,16 @@ func LayerFromDir(root string) (Layer, error) {
 		return nil
 	})
 	return l, err
+}
+
+// unixMode is m's permission and special bits as the tar header (and
+// chmod) spell them.
+func unixMode(m fs.FileMode) int64 {
+	u := int64(m.Perm())
+	for bit, special := range map[fs.FileMode]int64{fs.ModeSetuid: 0o4000, fs.ModeSetgid: 0o2000, fs.ModeSticky: 0o1000} {
+		if m&bit != 0 {
+			u |= special
+		}
+	}
+	return u
 }

@@ -12,8 +12,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -39,7 +37,7 @@ var epoch = time.Unix(0, 0).UTC()
 // a directory (Dir). Path is relative to the image's root.
 type File struct {
 	Path string
-	Mode int64 // permission bits; 0 means 0644 for files, 0755 for directories
+	Mode int64 // permission bits, and 04000/02000/01000 for setuid/setgid/sticky; 0 means 0644 for files, 0755 for directories
 	Data []byte
 	Link string
 	Dir  bool
@@ -101,6 +99,10 @@ func WriteFile(file string, img Image) error {
 		tmp.Close()
 		return err
 	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
 	if err := tmp.Close(); err != nil {
 		return err
 	}
@@ -114,9 +116,9 @@ func Write(w io.Writer, img Image) error {
 	}
 	blobs := map[string][]byte{}
 	blob := func(mediaType string, b []byte) descriptor {
-		sum := sha256.Sum256(b)
-		blobs["blobs/sha256/"+hex.EncodeToString(sum[:])] = b
-		return descriptor{MediaType: mediaType, Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: len(b)}
+		d := digest(b)
+		blobs["blobs/sha256/"+strings.TrimPrefix(d, "sha256:")] = b
+		return descriptor{MediaType: mediaType, Digest: d, Size: len(b)}
 	}
 	var manifests []descriptor
 	for _, m := range img.Manifests {
@@ -127,8 +129,7 @@ func Write(w io.Writer, img Image) error {
 			if err != nil {
 				return fmt.Errorf("ociimage: %s/%s layer %d: %w", m.Platform.OS, m.Platform.Architecture, i, err)
 			}
-			sum := sha256.Sum256(tarred)
-			diffIDs = append(diffIDs, "sha256:"+hex.EncodeToString(sum[:]))
+			diffIDs = append(diffIDs, digest(tarred))
 			zipped, err := gzipped(tarred)
 			if err != nil {
 				return err
@@ -158,14 +159,22 @@ func Write(w io.Writer, img Image) error {
 		d := blob(MediaTypeManifest, manifest)
 		p := m.Platform
 		d.Platform = &p
-		// containerd names the image it imports after these annotations.
-		d.Annotations = map[string]string{
-			"io.containerd.image.name":          img.Name,
-			"org.opencontainers.image.ref.name": img.Name,
-		}
 		manifests = append(manifests, d)
 	}
-	index, err := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": MediaTypeIndex, "manifests": manifests})
+	// The platforms' manifests are one image: index.json names a single
+	// image index that lists them. (containerd makes an image of each entry
+	// of index.json, so entries of one name would replace each other.)
+	imageIndex, err := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": MediaTypeIndex, "manifests": manifests})
+	if err != nil {
+		return err
+	}
+	top := blob(MediaTypeIndex, imageIndex)
+	// containerd names the image it imports after these annotations.
+	top.Annotations = map[string]string{
+		"io.containerd.image.name":          img.Name,
+		"org.opencontainers.image.ref.name": img.Name,
+	}
+	index, err := json.Marshal(map[string]any{"schemaVersion": 2, "mediaType": MediaTypeIndex, "manifests": []descriptor{top}})
 	if err != nil {
 		return err
 	}
