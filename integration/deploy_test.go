@@ -19,8 +19,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/metabind/metabind/integration/kubeapi"
-	"github.com/metabind/metabind/kube"
 	"github.com/metabind/metabind/integration/manifests"
+	"github.com/metabind/metabind/kube"
 )
 
 // startupTaint is the taint node pools register with and the agent lifts.

@@ -223,12 +223,19 @@ func (d *Digits) UnmarshalJSON(b []byte) error {
 }
 
 // LoadConfig reads and validates the configuration file at path.
-func LoadConfig(path string) (*Config, error) {
+func LoadConfig(path string) (*Config, error) { return LoadNodeConfig(path, "") }
+
+// LoadNodeConfig is LoadConfig where node.name, when the file leaves it
+// out, is nodeName (unless empty) rather than the host name: one
+// configuration file serves every node of a DaemonSet, each agent told its
+// node's name (--node-name, the pod's spec.nodeName), which is not always
+// its host name.
+func LoadNodeConfig(path, nodeName string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	cfg, err := ParseConfig(data)
+	cfg, err := parseConfig(data, nodeName)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -237,10 +244,15 @@ func LoadConfig(path string) (*Config, error) {
 
 // ParseConfig decodes YAML or JSON strictly (unknown fields are errors),
 // fills in defaults and validates.
-func ParseConfig(data []byte) (*Config, error) {
+func ParseConfig(data []byte) (*Config, error) { return parseConfig(data, "") }
+
+func parseConfig(data []byte, nodeName string) (*Config, error) {
 	var cfg Config
 	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
 		return nil, err
+	}
+	if cfg.Node.Name == "" {
+		cfg.Node.Name = nodeName
 	}
 	if err := cfg.complete(); err != nil {
 		return nil, err

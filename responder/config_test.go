@@ -199,3 +199,30 @@ func TestParseConfigLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadNodeConfig: one file for every node of a DaemonSet; each agent's
+// --node-name fills node.name when the file has none, and never overrides
+// one it has.
+func TestLoadNodeConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, node string) string {
+		p := filepath.Join(dir, name)
+		body := "project: {id: p, numericId: \"1\"}\nnode: {" + node + "zone: z}\nissuer: {url: https://i.example}\nidentities: []\n"
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	shared := write("shared.yaml", "")
+	cfg, err := LoadNodeConfig(shared, "pool-a-7")
+	if err != nil || cfg.Node.Name != "pool-a-7" {
+		t.Fatalf("shared file with --node-name pool-a-7: node.name %q, %v", cfg.Node.Name, err)
+	}
+	host, _ := os.Hostname()
+	if cfg, err := LoadNodeConfig(shared, ""); err != nil || cfg.Node.Name != host {
+		t.Fatalf("shared file without a node name: %q, %v; want the host name %q", cfg.Node.Name, err, host)
+	}
+	if cfg, err := LoadNodeConfig(write("own.yaml", "name: n1, "), "pool-a-7"); err != nil || cfg.Node.Name != "n1" {
+		t.Fatalf("file naming its node: %q, %v; want n1 kept", cfg.Node.Name, err)
+	}
+}

@@ -70,7 +70,7 @@ func main() {
 	flag.StringVar(&o.configPath, "config", "/etc/metabind/responder.yaml", "responder configuration file (YAML or JSON)")
 	flag.StringVar(&o.adminListen, "admin-listen", admin.DefaultAddress, "IP:port of the node-local admin server (/healthz, /readyz for the kubelet's probes); empty disables it. Keep it on loopback: pods could reach any other address")
 	flag.BoolVar(&o.removeTaint, "remove-startup-taint", false, "once every readiness check first passes, remove the taint "+kube.StartupTaint+" from this node (needs get and patch on nodes)")
-	flag.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name in the Kubernetes API, for --remove-startup-taint (default $NODE_NAME, else the configuration's node.name)")
+	flag.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name in the Kubernetes API (default $NODE_NAME): the configuration's node.name when the file has none, and the node --remove-startup-taint acts on")
 	flag.StringVar(&o.taintKubeconfig, "taint-kubeconfig", "", "kubeconfig file whose credential removes the startup taint; default the in-cluster ServiceAccount's (not the node's: NodeRestriction forbids a node to change its own taints)")
 	logLevel := flag.String("log-level", "info", "log level: debug, info, warn or error")
 	flag.Parse()
@@ -136,9 +136,12 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 			log.Warn(warning)
 		}
 	}
-	cfg, err := responder.LoadConfig(configPath)
+	cfg, err := responder.LoadNodeConfig(configPath, o.nodeName)
 	if err != nil {
 		return err
+	}
+	if o.nodeName != "" && cfg.Node.Name != o.nodeName {
+		return fmt.Errorf("--node-name %q and node.name %q of %s name different nodes: leave node.name out of the file", o.nodeName, cfg.Node.Name, configPath)
 	}
 	// The issuer follows `metabindctl keys rotate` by itself: it checks the
 	// key files at most once a second and rereads them when they change.
@@ -277,10 +280,7 @@ wait:
 // removeTaintWhenReady starts removing the startup taint from the node once
 // every readiness check passes, in the background for as long as ctx lives.
 func removeTaintWhenReady(ctx context.Context, o options, cfg *responder.Config, checks []admin.Check, log *slog.Logger) error {
-	node := o.nodeName
-	if node == "" {
-		node = cfg.Node.Name
-	}
+	node := cfg.Node.Name // --node-name's, when given
 	cs, err := kube.NewTaintClient(o.taintKubeconfig, node)
 	if err != nil {
 		return fmt.Errorf("--remove-startup-taint: %w", err)

@@ -315,3 +315,16 @@ func (n *Node) Exec(containerID string, argv ...string) (stdout, stderr string, 
 	err = cmd.Run()
 	return out.String(), errb.String(), err
 }
+
+// ContainerLogs is the tail of a container's log, both streams (crictl
+// logs writes the container's stderr to its own).
+func (n *Node) ContainerLogs(containerID string, lines int) string {
+	ctx, cancel := ctx()
+	defer cancel()
+	out, err := exec.CommandContext(ctx, n.tools.crictl, "--config", n.containerdDir("crictl.yaml"),
+		"logs", "--tail", fmt.Sprint(lines), containerID).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("%s(crictl logs: %v)", out, err)
+	}
+	return string(out)
+}
