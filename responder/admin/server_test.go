@@ -8,7 +8,9 @@ import (
 	"testing"
 )
 
-func pass(name string) Check { return Check{Name: name, Run: func() (string, error) { return "", nil }} }
+func pass(name string) Check {
+	return Check{Name: name, Run: func() (string, error) { return "", nil }}
+}
 
 func fail(name, why string) Check {
 	return Check{Name: name, Run: func() (string, error) { return "", errors.New(why) }}
