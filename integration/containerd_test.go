@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,7 +21,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"golang.org/x/sys/unix"
 
-	"github.com/metabind/metabind/internal/ociimage"
+	"github.com/metabind/metabind/integration/kubenode"
 	"github.com/metabind/metabind/store"
 )
 
@@ -33,7 +32,7 @@ const (
 	crPodNamespace = "payments"
 	crPodUID       = "5f0c7a2e-3d41-4b8e-9a6c-1e2f3a4b5c6d"
 	crPodTeam      = "payments" // its annotation example.com/team
-	pauseImage     = "localhost/metabind/pause:e2e"
+	pauseImage     = kubenode.PauseImage
 )
 
 // TestContainerdEndToEnd runs a pod through a real container runtime:
@@ -51,7 +50,7 @@ func TestContainerdEndToEnd(t *testing.T) {
 	cd := startContainerd(t, n, tools)
 	t.Logf("containerd ready in %v", time.Since(phase).Round(time.Millisecond))
 	phase = time.Now()
-	cd.importImage(t, buildPauseImage(t, cd.dir))
+	cd.importImage(t, kubenode.BuildPauseImage(t, cd.dir))
 	t.Logf("pause image built and imported in %v", time.Since(phase).Round(time.Millisecond))
 	phase = time.Now()
 
@@ -342,27 +341,8 @@ func (cd *containerd) stop(t *testing.T) {
 			<-cd.exited
 		}
 	}
-	// A shim and its pause process outlive containerd only when a pod could
-	// not be removed. Shims are known by the socket they name; a sandbox's
-	// pause by the task's init.pid.
-	tasks := filepath.Join(cd.dir, "state", "io.containerd.runtime.v2.task")
-	pauses, _ := filepath.Glob(filepath.Join(tasks, "*", "*", "init.pid"))
-	for _, file := range pauses {
-		if pid := pidFrom(file); pid > 0 && processComm(pid) == "pause" {
-			t.Errorf("pause (pid %d) outlived containerd: killed", pid)
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
-	for _, pid := range cd.shims() {
-		t.Errorf("containerd-shim-runc-v2 (pid %d) outlived containerd: killed", pid)
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
-	// A killed shim leaves its socket (under /run/containerd/s).
-	addresses, _ := filepath.Glob(filepath.Join(tasks, "*", "*", "address"))
-	for _, file := range addresses {
-		if b, err := os.ReadFile(file); err == nil {
-			os.Remove(strings.TrimPrefix(strings.TrimSpace(string(b)), "unix://"))
-		}
+	for _, msg := range kubenode.ReapStrays(filepath.Join(cd.dir, "state"), cd.socket) {
+		t.Error(msg)
 	}
 	for _, m := range mountsUnder(cd.dir) {
 		t.Errorf("mount left under containerd's directory: %s", m)
@@ -370,27 +350,6 @@ func (cd *containerd) stop(t *testing.T) {
 			t.Logf("unmount %s: %v", m, err)
 		}
 	}
-}
-
-// shims are the PIDs of the shims this containerd started: they name its
-// socket as their -address.
-func (cd *containerd) shims() []int {
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	var pids []int
-	for _, file := range procs {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-		i := slices.Index(args, "-address")
-		if filepath.Base(args[0]) == "containerd-shim-runc-v2" && i > 0 && i+1 < len(args) && args[i+1] == cd.socket {
-			if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(file))); err == nil {
-				pids = append(pids, pid)
-			}
-		}
-	}
-	return pids
 }
 
 // crictl runs crictl against this containerd and returns its stdout.
@@ -417,28 +376,35 @@ func (cd *containerd) crictlErr(ctx context.Context, args ...string) (string, er
 }
 
 // importImage imports an OCI layout tarball into the k8s.io namespace, where
-// the CRI plugin looks, and waits until the CRI plugin has seen it.
+// the CRI plugin looks, and waits until the CRI plugin has seen every image
+// the tarball names.
 func (cd *containerd) importImage(t *testing.T, tarball string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	names, err := kubenode.ImageNames(tarball)
+	if err != nil {
+		t.Fatalf("%s: %v", tarball, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, cd.tools.ctr, "--address", cd.socket, "--namespace", "k8s.io",
 		"images", "import", tarball).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ctr images import %s: %v\n%s", tarball, err, out)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := cd.crictlErr(ctx, "inspecti", pauseImage)
-		cancel()
-		if err == nil {
-			return
+	for _, name := range names {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := cd.crictlErr(ctx, "inspecti", name)
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the CRI plugin does not see %s within 10s of its import: %v\nctr said: %s", name, err, out)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the CRI plugin does not see %s within 10s of its import: %v\nctr said: %s", pauseImage, err, out)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -481,34 +447,6 @@ func (sb sandboxInspect) netnsPath() string {
 		}
 	}
 	return ""
-}
-
-// buildPauseImage builds integration/pause as a static binary and writes it
-// as a single-layer OCI image layout tarball named pauseImage.
-func buildPauseImage(t *testing.T, dir string) string {
-	t.Helper()
-	root, _ := filepath.Abs("..")
-	bin := filepath.Join(dir, "pause")
-	build := exec.Command("go", "build", "-ldflags=-s -w", "-o", bin, "./integration/pause")
-	build.Dir = root
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the pause binary: %v\n%s", err, out)
-	}
-	pause, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tarball := filepath.Join(dir, "pause-oci.tar")
-	err = ociimage.WriteFile(tarball, ociimage.Image{Name: pauseImage, Manifests: []ociimage.Manifest{{
-		Platform: ociimage.Platform{OS: "linux", Architecture: runtime.GOARCH},
-		Config:   ociimage.Config{Entrypoint: []string{"/pause"}},
-		Layers:   []ociimage.Layer{{{Path: "pause", Mode: 0o755, Data: pause}}},
-	}}})
-	if err != nil {
-		t.Fatalf("write the pause image: %v", err)
-	}
-	return tarball
 }
 
 // renderTemplate fills testdata/containerd/NAME into dst; quote makes a
@@ -614,22 +552,4 @@ func unescapeMountPath(s string) string {
 		b.WriteByte(s[i])
 	}
 	return b.String()
-}
-
-func pidFrom(file string) int {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return pid
-}
-
-// processComm is the process's command name (at most 15 bytes), or "".
-func processComm(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
 }

@@ -59,7 +59,7 @@ func TestImage(t *testing.T) {
 
 	n := newNode(t, chain{name: "ptp", subnet: "10.197.41.0/24"})
 	cd := startContainerd(t, n, tools)
-	cd.importMultiArch(t, tarball)
+	cd.importImage(t, tarball)
 	podNS, err := testutils.NewNS()
 	if err != nil {
 		t.Fatal(err)
@@ -252,19 +252,6 @@ func interpreter(ef *elf.File) string {
 		}
 	}
 	return ""
-}
-
-// importMultiArch imports a multi-platform OCI layout tarball into the
-// k8s.io namespace with ctr (importImage waits for the pause image).
-func (cd *containerd) importMultiArch(t *testing.T, tarball string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, cd.tools.ctr, "--address", cd.socket, "--namespace", "k8s.io",
-		"images", "import", tarball).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ctr images import %s: %v\n%s", tarball, err, out)
-	}
 }
 
 // runInImage runs args in a container of the test image, in the network

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/metabind/metabind/integration/kubeapi"
+	"github.com/metabind/metabind/integration/kubenode"
 )
 
 // Audiences of the Kubernetes tests: one granted to system:nodes in RBAC,
@@ -322,7 +323,7 @@ func TestKubernetesModeThroughContainerd(t *testing.T) {
 	apiPod := c.CreatePod("payments", "api-cri", "api", c.NodeName)
 	n.startResponder(t, kubernetesResponderConfig(c))
 	cd := startContainerd(t, n, tools)
-	cd.importImage(t, buildPauseImage(t, cd.dir))
+	cd.importImage(t, kubenode.BuildPauseImage(t, cd.dir))
 
 	config := filepath.Join(t.TempDir(), "pod.json")
 	podJSON := fmt.Sprintf(`{"metadata": {"name": %q, "namespace": "payments", "uid": %q, "attempt": 0},

@@ -229,37 +229,46 @@ func (n *Node) stopContainerd() {
 		}
 	}
 	n.containerd.Kill()
-	// A shim and its pause process outlive containerd only when a pod could
-	// not be removed. Shims are known by the socket they name; a sandbox's
-	// pause by the task's init.pid.
-	tasks := n.containerdDir("state", "io.containerd.runtime.v2.task")
+	for _, msg := range ReapStrays(n.containerdDir("state"), n.Containerd) {
+		t.Errorf("kubenode: %s", msg)
+	}
+}
+
+// ReapStrays kills what a containerd (its state dir and socket) left behind
+// when it stopped: a shim and its pause process outlive containerd only
+// when a pod could not be removed. Shims are known by the socket they
+// name; a sandbox's pause by the task's init.pid. It removes the sockets of
+// the killed shims (under /run/containerd/s) and says what it killed.
+func ReapStrays(stateDir, socket string) []string {
+	var killed []string
+	tasks := filepath.Join(stateDir, "io.containerd.runtime.v2.task")
 	pauses, _ := filepath.Glob(filepath.Join(tasks, "*", "*", "init.pid"))
 	for _, file := range pauses {
 		if pid := pidFrom(file); pid > 0 && processComm(pid) == "pause" {
-			t.Errorf("kubenode: pause (pid %d) outlived containerd: killed", pid)
+			killed = append(killed, fmt.Sprintf("pause (pid %d) outlived containerd: killed", pid))
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	for _, pid := range n.shims() {
-		t.Errorf("kubenode: containerd-shim-runc-v2 (pid %d) outlived containerd: killed", pid)
+	for _, pid := range shims(socket) {
+		killed = append(killed, fmt.Sprintf("containerd-shim-runc-v2 (pid %d) outlived containerd: killed", pid))
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
-	// A killed shim leaves its socket (under /run/containerd/s).
 	addresses, _ := filepath.Glob(filepath.Join(tasks, "*", "*", "address"))
 	for _, file := range addresses {
 		if b, err := os.ReadFile(file); err == nil {
 			os.Remove(strings.TrimPrefix(strings.TrimSpace(string(b)), "unix://"))
 		}
 	}
+	return killed
 }
 
-// shims are the PIDs of the shims this containerd started: they name its
-// socket as their -address.
-func (n *Node) shims() []int {
+// shims are the PIDs of the shims the containerd of socket started: they
+// name its socket as their -address.
+func shims(socket string) []int {
 	var pids []int
 	for pid, args := range processes() {
 		i := slices.Index(args, "-address")
-		if filepath.Base(args[0]) == "containerd-shim-runc-v2" && i > 0 && i+1 < len(args) && args[i+1] == n.Containerd {
+		if filepath.Base(args[0]) == "containerd-shim-runc-v2" && i > 0 && i+1 < len(args) && args[i+1] == socket {
 			pids = append(pids, pid)
 		}
 	}
