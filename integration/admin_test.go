@@ -13,7 +13,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/metabind/metabind/integration/kubeapi"
 	"github.com/metabind/metabind/kube"
@@ -155,7 +154,7 @@ func TestStartupTaintRemovedOnceReady(t *testing.T) {
 	c := kubeapi.Start(t, t.TempDir(), kubeapi.NetNS(n.ns.Path()))
 	ours := corev1.Taint{Key: kube.StartupTaint, Effect: corev1.TaintEffectNoSchedule}
 	other := corev1.Taint{Key: "example.com/maintenance", Value: "true", Effect: corev1.TaintEffectNoSchedule}
-	setNodeTaints(t, c, ours, other)
+	c.SetTaints(ours, other)
 
 	n.addPod(t, "payments", "api-1") // records the base
 	n.run(t, "iptables", "-F", "INPUT")
@@ -170,7 +169,7 @@ func TestStartupTaintRemovedOnceReady(t *testing.T) {
 	for {
 		// The taint first, then readiness: a taint already gone must come
 		// with a ready responder (readiness, once passed, stays here).
-		taints := nodeTaints(t, c)
+		taints := c.Node().Spec.Taints
 		code, body, err := n.adminGet("/readyz")
 		tainted := slices.ContainsFunc(taints, func(tt corev1.Taint) bool { return tt.Key == kube.StartupTaint })
 		if !tainted {
@@ -202,27 +201,3 @@ func TestStartupTaintRemovedOnceReady(t *testing.T) {
 	}
 }
 
-func setNodeTaints(t *testing.T, c *kubeapi.Cluster, ts ...corev1.Taint) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	n := apiNode(t, c)
-	n.Spec.Taints = ts
-	if _, err := c.AdminClient.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func nodeTaints(t *testing.T, c *kubeapi.Cluster) []corev1.Taint { return apiNode(t, c).Spec.Taints }
-
-// apiNode is the API's object of the cluster's node.
-func apiNode(t *testing.T, c *kubeapi.Cluster) *corev1.Node {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	n, err := c.AdminClient.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}

@@ -32,7 +32,7 @@ func TestTaintRemovalAgainstAPIServer(t *testing.T) {
 	defer cancel()
 	other := corev1.Taint{Key: "example.com/maintenance", Value: "true", Effect: corev1.TaintEffectNoExecute}
 	ours := corev1.Taint{Key: StartupTaint, Effect: corev1.TaintEffectNoSchedule}
-	setTaints(t, c, ours, other)
+	c.SetTaints(ours, other)
 
 	remover := serviceAccountClient(t, c, "taint-remover", taintRemoverVerbs)
 	reader := serviceAccountClient(t, c, "node-reader", []string{"get"})
@@ -40,8 +40,8 @@ func TestTaintRemovalAgainstAPIServer(t *testing.T) {
 	t.Run("without patch nodes", func(t *testing.T) {
 		removed, err := RemoveTaint(ctx, reader, c.NodeName, StartupTaint)
 		wantForbidden(t, err, `cannot patch resource "nodes"`)
-		if removed || !slices.ContainsFunc(taints(t, c), func(tt corev1.Taint) bool { return tt.Key == StartupTaint }) {
-			t.Fatalf("removed %v, taints %v", removed, taints(t, c))
+		if removed || !slices.ContainsFunc(c.Node().Spec.Taints, func(tt corev1.Taint) bool { return tt.Key == StartupTaint }) {
+			t.Fatalf("removed %v, taints %v", removed, c.Node().Spec.Taints)
 		}
 	})
 	t.Run("with the node's own credential", func(t *testing.T) {
@@ -58,7 +58,7 @@ func TestTaintRemovalAgainstAPIServer(t *testing.T) {
 		if !taintsChanged(err) {
 			t.Fatalf("patch testing stale taints: %v, want a refusal taintsChanged recognises", err)
 		}
-		if got := taints(t, c); len(got) != 2 {
+		if got := c.Node().Spec.Taints; len(got) != 2 {
 			t.Fatalf("taints after a refused patch: %v", got)
 		}
 	})
@@ -67,7 +67,7 @@ func TestTaintRemovalAgainstAPIServer(t *testing.T) {
 		if err != nil || !removed {
 			t.Fatalf("RemoveTaint: %v %v", removed, err)
 		}
-		if got := taints(t, c); len(got) != 1 || got[0].Key != other.Key || got[0].Effect != other.Effect || got[0].Value != other.Value {
+		if got := c.Node().Spec.Taints; len(got) != 1 || got[0].Key != other.Key || got[0].Effect != other.Effect || got[0].Value != other.Value {
 			t.Fatalf("taints after: %v, want only %v", got, other)
 		}
 		removed, err = RemoveTaint(ctx, remover, c.NodeName, StartupTaint)
@@ -77,30 +77,6 @@ func TestTaintRemovalAgainstAPIServer(t *testing.T) {
 	})
 }
 
-func setTaints(t *testing.T, c *kubeapi.Cluster, ts ...corev1.Taint) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	n := apiNode(t, c)
-	n.Spec.Taints = ts
-	if _, err := c.AdminClient.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func taints(t *testing.T, c *kubeapi.Cluster) []corev1.Taint { return apiNode(t, c).Spec.Taints }
-
-// apiNode is the API's object of the cluster's node.
-func apiNode(t *testing.T, c *kubeapi.Cluster) *corev1.Node {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	n, err := c.AdminClient.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
-}
 
 // serviceAccountClient is a client with the token of a new ServiceAccount
 // granted verbs on nodes, and nothing else.

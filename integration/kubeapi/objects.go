@@ -233,3 +233,27 @@ func (c *Cluster) waitServiceAccount(namespace, name string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Node is the API's object of the cluster's node (NodeName).
+func (c *Cluster) Node() *corev1.Node {
+	c.t.Helper()
+	ctx, cancel := c.ctx()
+	defer cancel()
+	n, err := c.AdminClient.CoreV1().Nodes().Get(ctx, c.NodeName, metav1.GetOptions{})
+	if err != nil {
+		c.t.Fatalf("kubeapi: get node %s: %v", c.NodeName, err)
+	}
+	return n
+}
+
+// SetTaints replaces the node's taints.
+func (c *Cluster) SetTaints(ts ...corev1.Taint) {
+	c.t.Helper()
+	ctx, cancel := c.ctx()
+	defer cancel()
+	n := c.Node()
+	n.Spec.Taints = ts
+	if _, err := c.AdminClient.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		c.t.Fatalf("kubeapi: set the taints of node %s: %v", c.NodeName, err)
+	}
+}
