@@ -56,6 +56,19 @@ func removeBinary(binDir string) (line string, changed bool, err error) {
 	return fmt.Sprintf("removed %s", dst), true, nil
 }
 
+// sameBinary reports whether binDir/metabind has src's bytes.
+func sameBinary(src, binDir string) (bool, error) {
+	want, err := fileSum(src)
+	if err != nil {
+		return false, fmt.Errorf("plugin binary: %w", err)
+	}
+	have, err := fileSum(filepath.Join(binDir, pluginType))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return bytes.Equal(have, want), err
+}
+
 func fileSum(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {

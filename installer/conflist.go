@@ -103,6 +103,9 @@ func (c *conflist) primary() string {
 	return t
 }
 
+// has reports whether the list names metabind.
+func (c *conflist) has() bool { return len(c.withoutMetabind()) != len(c.plugins) }
+
 // withoutMetabind returns the plugins other than metabind.
 func (c *conflist) withoutMetabind() []json.RawMessage {
 	var kept []json.RawMessage

@@ -77,6 +77,14 @@ func unchainFile(path string, list *conflist, mode fs.FileMode) (string, error) 
 		if !backupMatches(orig, bak, stripped) {
 			continue
 		}
+		if i > 0 && exists(orig) {
+			// The primary wrote its .conf again since: that is its config
+			// now, newer than the backup; only our conversion goes.
+			if err := os.Remove(path); err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("removed %s: %s, newer than its backup, is the primary's config", path, orig), removeBackups(backups)
+		}
 		if err := writeConf(orig, bak, bakMode); err != nil {
 			return "", fmt.Errorf("restore %s: %w", orig, err)
 		}
@@ -115,4 +123,9 @@ func removeBackups(origs []string) error {
 		}
 	}
 	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }

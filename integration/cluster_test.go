@@ -136,13 +136,22 @@ func TestOnARealNode(t *testing.T) {
 	}
 	t.Logf("phase: two workload pods served their own identities in %v", time.Since(phase).Round(time.Millisecond))
 
-	// 3. The primary CNI rewrites its conflist without metabind.
+	// 3. The primary CNI rewrites its conflist without metabind, and with a
+	// change of its own (an MTU), as an agent restarting with new settings
+	// does.
 	phase = time.Now()
-	n.WriteCNIConfig(t, "10-calico.conflist", primary)
+	rewrite := bytes.Replace(primary, []byte(`"type": "ptp"`), []byte(`"type": "ptp", "mtu": 1400`), 1)
+	if bytes.Equal(rewrite, primary) {
+		t.Fatal("the primary's rewrite changed nothing")
+	}
+	n.WriteCNIConfig(t, "10-calico.conflist", rewrite)
 	rewritten := time.Now()
 	waitFor(t, "metabind chained again after the primary's rewrite", 2*time.Second, func() (bool, string) {
 		return chainedLast(n), "not chained"
 	})
+	if conf := readString(t, filepath.Join(n.CNIConfDir, "10-calico.conflist")); !strings.Contains(conf, `"mtu": 1400`) {
+		t.Fatalf("re-chaining lost the primary's new setting:\n%s", conf)
+	}
 	t.Logf("phase: re-chained %v after the primary CNI's rewrite", time.Since(rewritten).Round(time.Millisecond))
 	api2 := waitPodRunning(t, n, createWorkloadPod(t, n, "api-2", "api").Name)
 	checkBound(t, stateDir, api2)
@@ -212,8 +221,9 @@ func TestOnARealNode(t *testing.T) {
 	if err != nil {
 		t.Fatalf("metabindctl uninstall: %v\n%s", err, out)
 	}
-	if got := readString(t, filepath.Join(n.CNIConfDir, "10-calico.conflist")); got != string(primary) {
-		t.Errorf("after uninstall the conflist is\n%s\nwant the primary's original\n%s", got, primary)
+	// The primary's own file as it last wrote it, byte for byte.
+	if got := readString(t, filepath.Join(n.CNIConfDir, "10-calico.conflist")); got != string(rewrite) {
+		t.Errorf("after uninstall the conflist is\n%s\nwant the primary's last\n%s", got, rewrite)
 	}
 	if _, err := os.Stat(filepath.Join(n.CNIBinDir, "metabind")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("after uninstall the plugin binary is still in the CNI bin dir (%v)", err)

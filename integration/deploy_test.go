@@ -82,6 +82,8 @@ func TestDeployManifests(t *testing.T) {
 	agentCfg.Impersonate = rest.ImpersonationConfig{
 		UserName: "system:serviceaccount:metabind-system:metabind-agent",
 		Groups:   []string{"system:serviceaccounts", "system:serviceaccounts:metabind-system", "system:authenticated"},
+		// A projected token of a pod names its node.
+		Extra: map[string][]string{"authentication.kubernetes.io/node-name": {"pool-a-1"}},
 	}
 	agent := kubernetes.NewForConfigOrDie(agentCfg)
 	node := &corev1.Node{

@@ -33,6 +33,7 @@ func runInstall(argv []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.PluginBinary, "plugin-binary", defaultPluginBinary(), "the metabind binary to copy")
 	pluginConf := fs.String("plugin-conf", "", `a JSON file holding metabind's conflist entry (default {"type":"metabind"})`)
 	watch := fs.Bool("watch", false, "stay running and re-chain whenever the primary CNI rewrites its config")
+	check := fs.Bool("check", false, "change nothing; exit 1, saying why, unless the binary is in place and metabind chained last (a readiness probe)")
 	fs.BoolVar(&o.Force, "force", false, "chain even behind a primary CNI whose datapath bypasses netfilter")
 	if err := fs.Parse(argv); err != nil {
 		return errUsage
@@ -49,6 +50,13 @@ func runInstall(argv []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("--plugin-conf %s is not valid JSON", *pluginConf)
 		}
 		o.PluginConf = b
+	}
+	if *check {
+		if err := installer.Check(*o); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "metabind is chained last in the runtime's conflist in %s\n", o.ConfDir)
+		return nil
 	}
 	if *watch {
 		o.Log = slog.New(slog.NewTextHandler(stderr, nil))

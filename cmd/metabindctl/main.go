@@ -6,7 +6,7 @@
 //	metabindctl [--state-dir DIR] keys rotate
 //	metabindctl [--state-dir DIR] keys jwks
 //	metabindctl [--state-dir DIR] gc [--dry-run]
-//	metabindctl install [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--plugin-binary PATH] [--plugin-conf FILE] [--watch] [--force]
+//	metabindctl install [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--plugin-binary PATH] [--plugin-conf FILE] [--watch | --check] [--force]
 //	metabindctl uninstall [--cni-conf-dir DIR] [--cni-bin-dir DIR]
 package main
 
@@ -34,10 +34,11 @@ Commands:
                                   the node's issuer cannot be fetched (docs/GCP.md)
   gc [--dry-run]                  remove bindings whose netns is gone and rules with no binding, restore
                                   missing rules; --dry-run only reports
-  install [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--plugin-binary PATH] [--plugin-conf FILE] [--watch] [--force]
+  install [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--plugin-binary PATH] [--plugin-conf FILE] [--watch | --check] [--force]
                                   copy the metabind binary into the CNI bin dir, then chain it last into the
                                   conflist the runtime uses; --watch keeps it chained when the primary CNI
-                                  rewrites its config; --force chains behind a primary that bypasses netfilter
+                                  rewrites its config; --check changes nothing and fails unless chained (a probe);
+                                  --force chains behind a primary that bypasses netfilter
   uninstall [--cni-conf-dir DIR] [--cni-bin-dir DIR]
                                   remove metabind from the conflists (restoring the backup where nothing
                                   else changed), then its binary
