@@ -20,6 +20,11 @@ const (
 	DefaultMetadataAddress  = "169.254.169.254:80"
 	DefaultResponderAddress = "169.254.169.252:988"
 	DefaultLogFile          = "/var/log/metabind/cni.log"
+	DefaultLogMaxSizeMB     = 10
+	DefaultLogMaxBackups    = 3
+	// DefaultAdminAddress is metabind-responder's --admin-listen default,
+	// where STATUS asks /readyz when requireResponder is set.
+	DefaultAdminAddress = "127.0.0.1:9988"
 	// DefaultResponderAddress6 is used when metadataAddress6 is set and
 	// responderAddress6 is not.
 	DefaultResponderAddress6 = "[fd00:ec2::252]:988"
@@ -37,6 +42,15 @@ type NetConf struct {
 	MetadataAddress  string `json:"metadataAddress,omitempty"`
 	ResponderAddress string `json:"responderAddress,omitempty"`
 	LogFile          string `json:"logFile,omitempty"`
+	// LogMaxSizeMB and LogMaxBackups rotate logFile (logfile.go): at
+	// LogMaxSizeMB it becomes logFile.1, the oldest past LogMaxBackups
+	// goes. Nil: the defaults.
+	LogMaxSizeMB  *int `json:"logMaxSizeMB,omitempty"`
+	LogMaxBackups *int `json:"logMaxBackups,omitempty"`
+	// RequireResponder makes STATUS fail while the responder's admin
+	// server at AdminAddress does not answer /readyz with 200.
+	RequireResponder bool   `json:"requireResponder,omitempty"`
+	AdminAddress     string `json:"adminAddress,omitempty"`
 	// IPv6 (dual stack): pods' IPv6 addresses are bound and redirected
 	// only when metadataAddress6 is set.
 	MetadataAddress6  string `json:"metadataAddress6,omitempty"`
@@ -84,6 +98,18 @@ func parseValues(stdin []byte) (*NetConf, error) {
 		if !filepath.IsAbs(p.path) {
 			return nil, fmt.Errorf("netconf %s %q: must be an absolute path", p.key, p.path)
 		}
+	}
+	for _, b := range []struct {
+		key      string
+		value    int
+		min, max int
+	}{{"logMaxSizeMB", *conf.LogMaxSizeMB, 1, 1024}, {"logMaxBackups", *conf.LogMaxBackups, 0, 100}} {
+		if b.value < b.min || b.value > b.max {
+			return nil, fmt.Errorf("netconf %s %d: must be %d..%d", b.key, b.value, b.min, b.max)
+		}
+	}
+	if ap, err := netip.ParseAddrPort(conf.AdminAddress); err != nil || ap.Port() == 0 {
+		return nil, fmt.Errorf("netconf adminAddress %q: want IP:port of the responder's --admin-listen, e.g. %q", conf.AdminAddress, DefaultAdminAddress)
 	}
 	var err error
 	if conf.Metadata, err = parseAddress("metadataAddress", conf.MetadataAddress); err != nil {
@@ -162,6 +188,17 @@ func setDefaults(conf *NetConf) {
 	}
 	if conf.LogFile == "" {
 		conf.LogFile = DefaultLogFile
+	}
+	if conf.LogMaxSizeMB == nil {
+		n := DefaultLogMaxSizeMB
+		conf.LogMaxSizeMB = &n
+	}
+	if conf.LogMaxBackups == nil {
+		n := DefaultLogMaxBackups
+		conf.LogMaxBackups = &n
+	}
+	if conf.AdminAddress == "" {
+		conf.AdminAddress = DefaultAdminAddress
 	}
 }
 

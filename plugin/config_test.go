@@ -34,8 +34,17 @@ func TestParseConfigDefaults(t *testing.T) {
 		conf.Metadata.String() != DefaultMetadataAddress || conf.Responder.String() != DefaultResponderAddress {
 		t.Fatalf("defaults not applied: %+v", conf)
 	}
+	if *conf.LogMaxSizeMB != DefaultLogMaxSizeMB || *conf.LogMaxBackups != DefaultLogMaxBackups ||
+		conf.RequireResponder || conf.AdminAddress != DefaultAdminAddress {
+		t.Fatalf("log and responder defaults not applied: %+v", conf)
+	}
 	if conf.Result != nil {
 		t.Fatal("Result set without prevResult")
+	}
+	// 0 backups is a setting, not "unset".
+	conf, err = ParseConfig([]byte(`{"cniVersion":"1.1.0","name":"n","type":"metabind","logMaxBackups":0,"logMaxSizeMB":1}`))
+	if err != nil || *conf.LogMaxBackups != 0 || *conf.LogMaxSizeMB != 1 {
+		t.Fatalf("logMaxBackups 0: %v, %v", conf, err)
 	}
 }
 
@@ -73,6 +82,12 @@ func TestParseConfigErrorsNameTheKey(t *testing.T) {
 		{`{"metadataAddress6":"[fd00:ec2::254]"}`, "metadataAddress6"},
 		{`{"metadataAddress6":"[fd00:ec2::254]:80","responderAddress6":"[fd00:ec2::254]:80"}`, "responderAddress6"},
 		{`{"responderAddress6":"[fd00:ec2::252]:988"}`, "responderAddress6"},
+		{`{"logMaxSizeMB":0}`, "logMaxSizeMB"},
+		{`{"logMaxSizeMB":1025}`, "logMaxSizeMB"},
+		{`{"logMaxBackups":-1}`, "logMaxBackups"},
+		{`{"logMaxBackups":101}`, "logMaxBackups"},
+		{`{"adminAddress":"localhost:9988"}`, "adminAddress"},
+		{`{"adminAddress":"127.0.0.1"}`, "adminAddress"},
 		{`{not json`, "parse netconf"},
 	} {
 		_, err := ParseConfig([]byte(`{"cniVersion":"1.1.0","name":"n","type":"metabind",` + strings.TrimPrefix(tc.conf, "{")))

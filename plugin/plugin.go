@@ -86,9 +86,7 @@ func (p *Plugin) run(verb string, args *skel.CmdArgs, fn func(*call) error) erro
 	if err != nil {
 		return types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
 	}
-	log, closer := openLog(conf.LogFile, args)
-	defer closer.Close()
-	log = log.With("pod", string(pod.K8S_POD_NAMESPACE)+"/"+string(pod.K8S_POD_NAME))
+	log := openLog(conf, args).With("pod", string(pod.K8S_POD_NAMESPACE)+"/"+string(pod.K8S_POD_NAME))
 	c := &call{args: args, conf: conf, pod: pod, log: log, verb: strings.ToLower(verb)}
 	if unknown != nil {
 		log.Warn("the netconf has unknown keys; DEL goes on, every other verb refuses it", "error", unknown.Error())

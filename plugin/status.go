@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,8 +13,10 @@ import (
 )
 
 // Status (CNI 1.1) succeeds when ADD can be served: the state directory is
-// usable, the binding store reads, and iptables runs. Otherwise it answers
-// CNI error 50 (plugin not available) saying which.
+// usable, the binding store reads, the responder is ready (only with
+// requireResponder: its admin server's /readyz answers 200) and iptables
+// runs. Otherwise it answers CNI error 50 (plugin not available) saying
+// which.
 func (p *Plugin) Status(args *skel.CmdArgs) error {
 	return p.run("STATUS", args, p.status)
 }
@@ -30,6 +33,14 @@ func (p *Plugin) status(c *call) error {
 	err = store.Read(c.conf.StateDir, p.LockTimeout, func(*store.Tx) error { return nil })
 	if err != nil && !errors.Is(err, store.ErrBusy) {
 		return unavailable("binding store "+store.DBPath(c.conf.StateDir)+" cannot be read", err)
+	}
+	if c.conf.RequireResponder {
+		ctx, cancel := context.WithTimeout(context.Background(), ReadyzTimeout)
+		err := responderReady(ctx, c.conf.AdminAddress)
+		cancel()
+		if err != nil {
+			return unavailable("the responder at "+c.conf.AdminAddress+" is not ready (requireResponder)", err)
+		}
 	}
 	all, err := p.redirects(c).All()
 	for _, rd := range all {

@@ -16,19 +16,29 @@ import (
 
 // awsRoutes are IMDSv2 (/latest) and the container credentials API
 // (/v1/credentials), serving the role credentials STS gives for the pod's
-// web identity (web), through a cache of their own.
-func (r *Responder) awsRoutes(cfg *Config, web credentials.SubjectTokens, log *slog.Logger) ([]server.Route, error) {
-	client, err := aws.New(cfg.AWS.Client)
-	if err != nil {
-		return nil, fmt.Errorf("aws: %w", err)
+// web identity (web), through a cache of their own; a reload's k may hold
+// that cache and the session key.
+func (r *Responder) awsRoutes(cfg *Config, web credentials.SubjectTokens, log *slog.Logger, k *kept) ([]server.Route, error) {
+	if k != nil && k.awsCreds != nil {
+		r.awsCreds = k.awsCreds
+	} else {
+		client, err := aws.New(cfg.AWS.Client)
+		if err != nil {
+			return nil, fmt.Errorf("aws: %w", err)
+		}
+		r.awsCreds = credentials.NewCache(credentials.NewAWS(client, web), log)
 	}
-	r.awsCreds = credentials.NewCache(credentials.NewAWS(client, web), log)
 	// IMDSv2 session tokens are MACs with this key: a restart makes SDKs
-	// fetch a new one (they do on 401).
-	key := make([]byte, awsflavour.KeySize)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
+	// fetch a new one (they do on 401); a reload keeps it.
+	if k != nil && k.awsKey != nil {
+		r.awsKey = k.awsKey
+	} else {
+		r.awsKey = make([]byte, awsflavour.KeySize)
+		if _, err := rand.Read(r.awsKey); err != nil {
+			return nil, err
+		}
 	}
+	key := r.awsKey
 	src := awsSource{r.awsCreds}
 	node := awsflavour.Node{
 		Region:           cfg.AWS.Region,

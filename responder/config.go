@@ -43,6 +43,7 @@ type Config struct {
 	Cluster    *ClusterConfig `json:"cluster,omitempty"`
 	Issuer     issuer.Config  `json:"issuer"`
 	Limits     LimitsConfig   `json:"limits,omitempty"`
+	Log        LogConfig      `json:"log,omitempty"`
 	Identities []subject.Rule `json:"identities"`
 	// Kubernetes, when present, makes the pod's identity its Kubernetes
 	// service account and its ID tokens the cluster's (see
@@ -246,6 +247,11 @@ func LoadNodeConfig(path, nodeName string) (*Config, error) {
 // fills in defaults and validates.
 func ParseConfig(data []byte) (*Config, error) { return parseConfig(data, "") }
 
+// ParseNodeConfig is ParseConfig with LoadNodeConfig's nodeName.
+func ParseNodeConfig(data []byte, nodeName string) (*Config, error) {
+	return parseConfig(data, nodeName)
+}
+
 func parseConfig(data []byte, nodeName string) (*Config, error) {
 	var cfg Config
 	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
@@ -331,6 +337,9 @@ func (c *Config) complete() error {
 		return fmt.Errorf("issuer.%w", err)
 	}
 	if err := c.Limits.complete(); err != nil {
+		return err
+	}
+	if err := c.Log.complete(); err != nil {
 		return err
 	}
 

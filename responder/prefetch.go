@@ -24,6 +24,12 @@ const WatchInterval = 100 * time.Millisecond
 // (a pod-bound token is only ever served to its pod). Standalone, only the
 // latter.
 func (r *Responder) Watch(ctx context.Context, view *store.View, log *slog.Logger) {
+	watch(ctx, view, log, func() *Responder { return r })
+}
+
+// watch is Watch for the responder current returns at each change (Live's
+// of the moment).
+func watch(ctx context.Context, view *store.View, log *slog.Logger, current func() *Responder) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -33,7 +39,7 @@ func (r *Responder) Watch(ctx context.Context, view *store.View, log *slog.Logge
 	for {
 		if now, err := view.Bindings(); err == nil && !sameMap(now, seen) {
 			if seen != nil { // the bindings at start are prefetched on demand
-				r.changed(ctx, seen, now, log)
+				current().changed(ctx, seen, now, log)
 			}
 			seen = now
 		}

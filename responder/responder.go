@@ -35,12 +35,19 @@ type Responder struct {
 	// awsCreds caches role credentials (aws: configured), warmed for a
 	// new binding whose account names a role.
 	awsCreds *credentials.Cache
+	// awsKey signs IMDSv2 session tokens (aws: configured).
+	awsKey []byte
 }
 
 // New assembles the responder for cfg (from ParseConfig or LoadConfig),
 // signing with iss. A nil log discards. In Kubernetes mode (cfg.Kubernetes
 // set) use NewKubernetes.
 func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog.Logger) (*Responder, error) {
+	return newStandalone(cfg, lookup, iss, log, nil)
+}
+
+// newStandalone is New, taking over what k holds (live.go).
+func newStandalone(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog.Logger, k *kept) (*Responder, error) {
 	num, _ := strconv.ParseUint(string(cfg.Project.NumericID), 10, 64) // validated
 	source := credentials.NewOwnIssuer(iss, cfg.Node.Name, credentials.ComputeEngineClaims{
 		ProjectID:     cfg.Project.ID,
@@ -57,7 +64,7 @@ func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog
 		}
 		src = g
 	}
-	r, err := assemble(cfg, lookup, iss, subject.NewStatic(cfg.Identities, cfg.Project.ID), src, source, log)
+	r, err := assemble(cfg, lookup, iss, subject.NewStatic(cfg.Identities, cfg.Project.ID), src, source, log, k)
 	if err != nil {
 		return nil, err
 	}
@@ -85,6 +92,11 @@ type KubernetesAPI interface {
 // cluster's, minted by TokenRequest with the node's credential. The node's
 // own issuer still publishes its documents, and mints nothing for pods.
 func NewKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, api KubernetesAPI, log *slog.Logger) (*Responder, error) {
+	return newKubernetes(cfg, lookup, iss, api, log, nil)
+}
+
+// newKubernetes is NewKubernetes, taking over what k holds (live.go).
+func newKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, api KubernetesAPI, log *slog.Logger, k *kept) (*Responder, error) {
 	k8s := credentials.NewKubernetes(api, cfg.Kubernetes.Audiences, cfg.Kubernetes.Lifetime)
 	if cfg.GCP != nil {
 		// As GKE: the pod's Google credentials, for its service account's
@@ -93,14 +105,14 @@ func NewKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer,
 		if err != nil {
 			return nil, err
 		}
-		r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), g, k8s, log)
+		r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), g, k8s, log, k)
 		if err != nil {
 			return nil, err
 		}
 		r.prefetchAccess = true
 		return r, nil
 	}
-	r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), k8s, k8s, log)
+	r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), k8s, k8s, log, k)
 	if err != nil {
 		return nil, err
 	}
@@ -109,11 +121,16 @@ func NewKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer,
 }
 
 // assemble builds the responder; web mints the web identity tokens a
-// cloud exchanges (the AWS flavours').
+// cloud exchanges (the AWS flavours'). What k holds (a reload's) is taken
+// over rather than built: the token caches with their sources.
 func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subjects subject.Resolver, source credentials.Source,
-	web credentials.SubjectTokens, log *slog.Logger) (*Responder, error) {
+	web credentials.SubjectTokens, log *slog.Logger, k *kept) (*Responder, error) {
 	r := &Responder{subjects: subjects, source: source}
-	r.tokens = credentials.NewCache(source, log)
+	if k != nil && k.tokens != nil {
+		r.tokens, r.source = k.tokens, k.source
+	} else {
+		r.tokens = credentials.NewCache(source, log)
+	}
 	var cluster gce.Cluster
 	if c := cfg.Cluster; c != nil {
 		cluster = gce.Cluster{Name: c.Name, Location: c.Location, UID: c.UID}
@@ -127,7 +144,7 @@ func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subj
 	}, r.tokens)
 	routes := []server.Route{{Prefix: gce.Prefix, Flavour: r.gce}}
 	if cfg.AWS != nil {
-		aws, err := r.awsRoutes(cfg, web, log)
+		aws, err := r.awsRoutes(cfg, web, log, k)
 		if err != nil {
 			return nil, err
 		}
@@ -141,6 +158,7 @@ func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subj
 		Header:   gce.ResponseHeader(),
 		Limits:   server.Limits{RequestsPerSecond: *cfg.Limits.RequestsPerSecond, Burst: *cfg.Limits.Burst},
 		Log:      log,
+		Requests: cfg.Log.requestLog(),
 	})
 	return r, nil
 }

@@ -67,7 +67,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.stateDir, "state-dir", "/var/lib/metabind", "directory holding the binding store and the issuer's signing key")
 	flag.StringVar(&o.listen, "listen", "169.254.169.252:988", "IP:port to serve on, or several separated by commas (dual stack: 169.254.169.252:988,[fd00:ec2::252]:988); each IP is added to a dummy link metabind0 if no interface has it")
-	flag.StringVar(&o.configPath, "config", "/etc/metabind/responder.yaml", "responder configuration file (YAML or JSON)")
+	flag.StringVar(&o.configPath, "config", "/etc/metabind/responder.yaml", "responder configuration file (YAML or JSON); reloaded on SIGHUP and when its content changes (looked at every 2s)")
 	flag.StringVar(&o.adminListen, "admin-listen", admin.DefaultAddress, "IP:port of the node-local admin server (/healthz, /readyz for the kubelet's probes); empty disables it. Keep it on loopback: pods could reach any other address")
 	flag.BoolVar(&o.removeTaint, "remove-startup-taint", false, "once every readiness check first passes, remove the taint "+kube.StartupTaint+" from this node (needs get and patch on nodes)")
 	flag.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name in the Kubernetes API (default $NODE_NAME): the configuration's node.name when the file has none, and the node --remove-startup-taint acts on")
@@ -215,6 +215,8 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 		}
 	}
 	go h.Watch(ctx, view, log.With("component", "prefetch"))
+	// h's configuration changes with the file (reload.go); the server
+	// serves whichever is in force.
 	srv := server.NewHTTPServer(h, log)
 	log.Info("metabind-responder serving",
 		"listen", listen,
@@ -229,11 +231,11 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 		"burst", *cfg.Limits.Burst,
 	)
 
-	// SIGHUP would end the process by default; rotations need no signal,
-	// so it is only acknowledged.
+	// SIGHUP, or a change of the file, reloads the configuration.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	go watchConfig(ctx, configFile{path: configPath, nodeName: o.nodeName}, h, hup, log.With("component", "reload"))
 
 	served := make(chan error, len(listeners)+1)
 	for _, ln := range listeners {
@@ -244,16 +246,10 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 		adminSrv = admin.NewServer(checks, log.With("component", "admin"))
 		go func() { served <- adminSrv.Serve(adminLn) }()
 	}
-wait:
-	for {
-		select {
-		case err := <-served:
-			return err
-		case <-hup:
-			log.Info("SIGHUP ignored: signing key rotations are picked up within a second without a signal", "kid", iss.KeyID())
-		case <-ctx.Done():
-			break wait
-		}
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
 	}
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
@@ -299,9 +295,9 @@ func removeTaintWhenReady(ctx context.Context, o options, cfg *responder.Config,
 // of reach is answered 503). informerSynced tells when it has (nil
 // standalone).
 func newResponder(ctx context.Context, cfg *responder.Config, view *store.View, iss *issuer.Issuer, log *slog.Logger) (
-	h *responder.Responder, informerSynced func() bool, err error) {
+	h *responder.Live, informerSynced func() bool, err error) {
 	if cfg.Kubernetes == nil {
-		h, err := responder.New(cfg, view, iss, log)
+		h, err := responder.NewLive(cfg, view, iss, nil, log)
 		return h, nil, err
 	}
 	kc, err := kube.New(kube.Config{Kubeconfig: cfg.Kubernetes.Kubeconfig, NodeName: cfg.Node.Name, TokenLifetime: cfg.Kubernetes.Lifetime},
@@ -309,7 +305,7 @@ func newResponder(ctx context.Context, cfg *responder.Config, view *store.View, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("kubernetes: %w", err)
 	}
-	h, err = responder.NewKubernetes(cfg, view, iss, kc, log)
+	h, err = responder.NewLive(cfg, view, iss, kc, log)
 	if err != nil {
 		return nil, nil, err
 	}

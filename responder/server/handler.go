@@ -88,6 +88,8 @@ type Options struct {
 	Header http.Header
 	Limits Limits
 	Log    *slog.Logger // nil discards
+	// Requests is which request lines Log gets (requestlog.go).
+	Requests RequestLog
 }
 
 // RequestLogMessage is the message of the one log line per request.
@@ -106,6 +108,7 @@ type Handler struct {
 	header   http.Header
 	limits   *callerLimits
 	log      *slog.Logger
+	requests *requestSampler
 }
 
 // New returns the handler for o.
@@ -122,6 +125,7 @@ func New(o Options) *Handler {
 		header:   o.Header,
 		limits:   newCallerLimits(o.Limits.RequestsPerSecond, o.Limits.Burst, DefaultMaxCallers),
 		log:      o.Log,
+		requests: &requestSampler{RequestLog: o.Requests},
 	}
 }
 
@@ -344,7 +348,11 @@ func (h *Handler) logRequest(r *http.Request, w *Response, c *caller, d time.Dur
 	if !h.log.Enabled(r.Context(), level) {
 		return
 	}
-	attrs := make([]slog.Attr, 0, 9)
+	keep, sampled := h.requests.keep(status)
+	if !keep {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 10)
 	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
 		attrs = append(attrs, slog.String("caller", ap.Addr().Unmap().String()))
 	} else {
@@ -364,6 +372,9 @@ func (h *Handler) logRequest(r *http.Request, w *Response, c *caller, d time.Dur
 	}
 	if w.err != nil {
 		attrs = append(attrs, slog.String("error", w.err.Error()))
+	}
+	if sampled.Key != "" {
+		attrs = append(attrs, sampled)
 	}
 	h.log.LogAttrs(r.Context(), level, RequestLogMessage, attrs...)
 }
