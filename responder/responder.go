@@ -11,6 +11,7 @@ import (
 	"github.com/metabind/metabind/responder/credentials"
 	"github.com/metabind/metabind/responder/flavour/gce"
 	"github.com/metabind/metabind/responder/issuer"
+	"github.com/metabind/metabind/responder/metrics"
 	"github.com/metabind/metabind/responder/server"
 	"github.com/metabind/metabind/responder/subject"
 )
@@ -35,12 +36,14 @@ type Responder struct {
 	// awsCreds caches role credentials (aws: configured), warmed for a
 	// new binding whose account names a role.
 	awsCreds *credentials.Cache
+	metrics  *metrics.Metrics // nil: none
 }
 
 // New assembles the responder for cfg (from ParseConfig or LoadConfig),
 // signing with iss. A nil log discards. In Kubernetes mode (cfg.Kubernetes
 // set) use NewKubernetes.
-func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog.Logger) (*Responder, error) {
+func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog.Logger, opts ...Option) (*Responder, error) {
+	o := newOptions(opts)
 	num, _ := strconv.ParseUint(string(cfg.Project.NumericID), 10, 64) // validated
 	source := credentials.NewOwnIssuer(iss, cfg.Node.Name, credentials.ComputeEngineClaims{
 		ProjectID:     cfg.Project.ID,
@@ -51,13 +54,13 @@ func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog
 	})
 	var src credentials.Source = source
 	if cfg.GCP != nil {
-		g, err := newGCP(cfg, source)
+		g, err := newGCP(cfg, source, o.metrics)
 		if err != nil {
 			return nil, err
 		}
 		src = g
 	}
-	r, err := assemble(cfg, lookup, iss, subject.NewStatic(cfg.Identities, cfg.Project.ID), src, source, log)
+	r, err := assemble(cfg, lookup, iss, subject.NewStatic(cfg.Identities, cfg.Project.ID), src, source, log, o)
 	if err != nil {
 		return nil, err
 	}
@@ -65,13 +68,18 @@ func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog
 	return r, nil
 }
 
-// newGCP is the GCP exchange of cfg, with subject tokens from subjects.
-func newGCP(cfg *Config, subjects credentials.SubjectTokens) (*credentials.GCP, error) {
+// newGCP is the GCP exchange of cfg, with subject tokens from subjects;
+// its calls to Google are recorded in m (nil: not).
+func newGCP(cfg *Config, subjects credentials.SubjectTokens, m *metrics.Metrics) (*credentials.GCP, error) {
 	client, err := gcp.New(*cfg.GCP)
 	if err != nil {
 		return nil, fmt.Errorf("gcp: %w", err)
 	}
-	return credentials.NewGCP(client, subjects, cfg.GCP.Audience(), time.Hour), nil
+	var x credentials.Exchanger = client
+	if m != nil {
+		x = timedExchanger{client, m}
+	}
+	return credentials.NewGCP(x, subjects, cfg.GCP.Audience(), time.Hour), nil
 }
 
 // KubernetesAPI is what Kubernetes mode needs of the API (kube.Client).
@@ -84,23 +92,28 @@ type KubernetesAPI interface {
 // identity is its service account, as api says, and its ID tokens are the
 // cluster's, minted by TokenRequest with the node's credential. The node's
 // own issuer still publishes its documents, and mints nothing for pods.
-func NewKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, api KubernetesAPI, log *slog.Logger) (*Responder, error) {
-	k8s := credentials.NewKubernetes(api, cfg.Kubernetes.Audiences, cfg.Kubernetes.Lifetime)
+func NewKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, api KubernetesAPI, log *slog.Logger, opts ...Option) (*Responder, error) {
+	o := newOptions(opts)
+	var tokens credentials.TokenAPI = api
+	if o.metrics != nil {
+		tokens = timedTokenAPI{api, o.metrics}
+	}
+	k8s := credentials.NewKubernetes(tokens, cfg.Kubernetes.Audiences, cfg.Kubernetes.Lifetime)
 	if cfg.GCP != nil {
 		// As GKE: the pod's Google credentials, for its service account's
 		// pod-bound token exchanged at Google.
-		g, err := newGCP(cfg, k8s)
+		g, err := newGCP(cfg, k8s, o.metrics)
 		if err != nil {
 			return nil, err
 		}
-		r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), g, k8s, log)
+		r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), g, k8s, log, o)
 		if err != nil {
 			return nil, err
 		}
 		r.prefetchAccess = true
 		return r, nil
 	}
-	r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), k8s, k8s, log)
+	r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), k8s, k8s, log, o)
 	if err != nil {
 		return nil, err
 	}
@@ -111,9 +124,10 @@ func NewKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer,
 // assemble builds the responder; web mints the web identity tokens a
 // cloud exchanges (the AWS flavours').
 func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subjects subject.Resolver, source credentials.Source,
-	web credentials.SubjectTokens, log *slog.Logger) (*Responder, error) {
-	r := &Responder{subjects: subjects, source: source}
+	web credentials.SubjectTokens, log *slog.Logger, o options) (*Responder, error) {
+	r := &Responder{subjects: subjects, source: source, metrics: o.metrics}
 	r.tokens = credentials.NewCache(source, log)
+	observeCache(r.tokens, source, o.metrics)
 	var cluster gce.Cluster
 	if c := cfg.Cluster; c != nil {
 		cluster = gce.Cluster{Name: c.Name, Location: c.Location, UID: c.UID}
@@ -125,13 +139,18 @@ func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subj
 		Zone:             cfg.Node.Zone,
 		Cluster:          cluster,
 	}, r.tokens)
-	routes := []server.Route{{Prefix: gce.Prefix, Flavour: r.gce}}
+	routes := []server.Route{r.gce.Route()}
 	if cfg.AWS != nil {
 		aws, err := r.awsRoutes(cfg, web, log)
 		if err != nil {
 			return nil, err
 		}
 		routes = append(routes, aws...)
+	}
+	var observer server.Observer
+	if o.metrics != nil {
+		lookup = timedLookup{lookup, o.metrics}
+		observer = o.metrics
 	}
 	r.server = server.New(server.Options{
 		Lookup:   lookup,
@@ -141,7 +160,9 @@ func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subj
 		Header:   gce.ResponseHeader(),
 		Limits:   server.Limits{RequestsPerSecond: *cfg.Limits.RequestsPerSecond, Burst: *cfg.Limits.Burst},
 		Log:      log,
+		Observer: observer,
 	})
+	o.metrics.LimitedCallers(r.server.LimitedCallers)
 	return r, nil
 }
 
