@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -74,14 +75,14 @@ func TestAdminAddress(t *testing.T) {
 		}
 		client := nsHTTPClient(p.ns, nil)
 		for _, host := range []string{gw.String(), "127.0.0.1", "169.254.169.252", metadataIP} {
-			for _, path := range []string{"/readyz", "/healthz"} {
+			for _, path := range []string{"/readyz", "/healthz", "/metrics"} {
 				mustGetNothing(t, "admin port at "+host+" from the pod", client, "http://"+host+":9988"+path)
 			}
 		}
 		// The metadata address (and the responder's, which is where it
 		// leads) is the metadata handler: it has no probes.
 		for _, host := range []string{metadataIP, responderAddr} {
-			for _, path := range []string{"/readyz", "/healthz", "/readyz?verbose"} {
+			for _, path := range []string{"/readyz", "/healthz", "/readyz?verbose", "/metrics"} {
 				resp, err := client.Get("http://" + host + path)
 				if err != nil {
 					t.Errorf("%s%s from the pod: %v", host, path, err)
@@ -102,6 +103,29 @@ func TestAdminAddress(t *testing.T) {
 		}
 	})
 
+	t.Run("metrics", func(t *testing.T) {
+		const token = `metabind_requests_total{code="200",endpoint="token",flavour="gce"}`
+		before, _ := n.metric(t, token)
+		q := n.addPod(t, "payments", "api-2")
+		for _, pod := range []*pod{p, q, p} {
+			if code, body, err := pod.metadataGet("/computeMetadata/v1/instance/service-accounts/default/token"); err != nil || code != http.StatusOK {
+				t.Fatalf("token from %s: %d %q %v", pod.name, code, body, err)
+			}
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			after, _ := n.metric(t, token)
+			bindings, _ := n.metric(t, "metabind_bindings")
+			if after == before+3 && bindings == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("/metrics: %s %v (before the requests %v, want 3 more), metabind_bindings %v (want 2 pods bound)", token, after, before, bindings)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+
 	t.Run("damaged rules are not ready until repaired", func(t *testing.T) {
 		began := time.Now()
 		n.run(t, "iptables", "-F", "INPUT") // metabind's jumps gone
@@ -114,6 +138,9 @@ func TestAdminAddress(t *testing.T) {
 		t.Logf("ready again %v after the damage", time.Since(began).Round(10*time.Millisecond))
 		if problems := n.baseProblems(t); len(problems) > 0 {
 			t.Fatalf("ready with a damaged base: %v", problems)
+		}
+		if v, _ := n.metric(t, `metabind_rule_repairs_total{kind="base"}`); v < 1 {
+			t.Errorf("metabind_rule_repairs_total{kind=\"base\"} %v after the repair, want at least 1", v)
 		}
 	})
 }
@@ -201,3 +228,23 @@ func TestStartupTaintRemovedOnceReady(t *testing.T) {
 	}
 }
 
+// metric is the value of one series on the admin server's /metrics, as
+// Prometheus' text format writes it (labels in name order), and whether
+// it is there.
+func (n *node) metric(t *testing.T, series string) (float64, bool) {
+	t.Helper()
+	code, body, err := n.adminGet("/metrics")
+	if err != nil || code != http.StatusOK {
+		t.Fatalf("/metrics from the node: %d %v", code, err)
+	}
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("/metrics: %q: %v", line, err)
+			}
+			return f, true
+		}
+	}
+	return 0, false
+}

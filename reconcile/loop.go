@@ -40,6 +40,9 @@ type Repairer struct {
 	// OnBases, if set, hears of the recorded bases at every look (the
 	// responder checks its listen addresses against them).
 	OnBases func([]store.Base)
+	// OnRepair, if set, hears of every reconciliation the loop ran, with
+	// what it did (metrics).
+	OnRepair func(Report)
 
 	made     map[string]*redirect.Redirect // by store.Base.Key
 	lastDiff string                        // the per-pod difference the previous look found
@@ -113,6 +116,9 @@ func (r *Repairer) Once() Report {
 	}
 	r.lastDiff = ""
 	rep, err := Run(Options{StateDir: r.StateDir, LockTimeout: r.LockTimeout, Redirects: rds})
+	if r.OnRepair != nil {
+		r.OnRepair(rep)
+	}
 	if err != nil {
 		r.Log.Warn("repair loop: reconciliation failed", "error", err.Error())
 		return rep

@@ -26,7 +26,13 @@ func (r *Responder) awsRoutes(cfg *Config, web credentials.SubjectTokens, log *s
 		if err != nil {
 			return nil, fmt.Errorf("aws: %w", err)
 		}
-		r.awsCreds = credentials.NewCache(credentials.NewAWS(client, web), log)
+		var sts credentials.AssumeRoler = client
+		if r.metrics != nil {
+			sts = timedAssumeRoler{client, r.metrics}
+		}
+		src := credentials.NewAWS(sts, web)
+		r.awsCreds = credentials.NewCache(src, log)
+		observeCache(r.awsCreds, src, r.metrics)
 	}
 	// IMDSv2 session tokens are MACs with this key: a restart makes SDKs
 	// fetch a new one (they do on 401); a reload keeps it.
@@ -39,15 +45,15 @@ func (r *Responder) awsRoutes(cfg *Config, web credentials.SubjectTokens, log *s
 		}
 	}
 	key := r.awsKey
-	src := awsSource{r.awsCreds}
+	creds := awsSource{r.awsCreds}
 	node := awsflavour.Node{
 		Region:           cfg.AWS.Region,
 		AvailabilityZone: cfg.Node.Zone,
 		InstanceID:       "i-" + fmt.Sprintf("%017x", gce.InstanceID(cfg.Node.Name))[:17],
 	}
 	return []server.Route{
-		awsflavour.NewIMDS(src, node, key, cfg.AWS.IMDSv1).Route(),
-		awsflavour.NewContainer(src, key).Route(),
+		awsflavour.NewIMDS(creds, node, key, cfg.AWS.IMDSv1).Route(),
+		awsflavour.NewContainer(creds, key).Route(),
 	}, nil
 }
 

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/metabind/metabind/responder/metrics"
 	"github.com/metabind/metabind/store"
 )
 
@@ -51,9 +54,11 @@ func (w *discardWriter) reset() {
 	w.code, w.n = 0, 0
 }
 
-// benchHandler is the test handler with a rate limit no benchmark reaches.
+// benchHandler is the test handler with a rate limit no benchmark reaches,
+// recording its metrics as the responder does.
 func benchHandler(b *testing.B) *Responder {
-	return newHandlerFromConfig(b, unlimited(testCfg(b)), nil)
+	h, _ := newResponder(b, unlimited(testCfg(b)), testLookup(), nil, WithMetrics(metrics.New(prometheus.NewRegistry())))
+	return h
 }
 
 // benchServe sends target from apiIP b.N times, as the server would hand

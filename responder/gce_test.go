@@ -114,14 +114,14 @@ func newHandlerFromConfig(t testing.TB, cfg *Config, log *slog.Logger) *Responde
 
 // newResponder is the responder for cfg over lookup, signing with a fresh
 // key; its long polls last 50 ms.
-func newResponder(t testing.TB, cfg *Config, lookup server.BindingLookup, log *slog.Logger) (*Responder, *issuer.Issuer) {
+func newResponder(t testing.TB, cfg *Config, lookup server.BindingLookup, log *slog.Logger, opts ...Option) (*Responder, *issuer.Issuer) {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	iss, err := issuer.New(cfg.Issuer, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := New(cfg, lookup, iss, log)
+	h, err := New(cfg, lookup, iss, log, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

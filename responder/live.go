@@ -48,6 +48,7 @@ type Live struct {
 	iss  *issuer.Issuer
 	api  KubernetesAPI // nil: standalone
 	log  *slog.Logger
+	opts options // every generation's (metrics)
 
 	mu  sync.Mutex // one reload at a time
 	cfg *Config    // in force
@@ -55,11 +56,11 @@ type Live struct {
 
 // NewLive assembles the responder for cfg as New does (api nil) or as
 // NewKubernetes does (api set), ready to Reload.
-func NewLive(cfg *Config, view BindingView, iss *issuer.Issuer, api KubernetesAPI, log *slog.Logger) (*Live, error) {
+func NewLive(cfg *Config, view BindingView, iss *issuer.Issuer, api KubernetesAPI, log *slog.Logger, opts ...Option) (*Live, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Live{view: view, iss: iss, api: api, log: log, cfg: cfg}
+	l := &Live{view: view, iss: iss, api: api, log: log, cfg: cfg, opts: newOptions(opts)}
 	r, err := l.build(cfg, nil)
 	if err != nil {
 		return nil, err
@@ -69,10 +70,12 @@ func NewLive(cfg *Config, view BindingView, iss *issuer.Issuer, api KubernetesAP
 }
 
 func (l *Live) build(cfg *Config, k *kept) (*Responder, error) {
+	o := l.opts
+	o.kept = k
 	if l.api != nil {
-		return newKubernetes(cfg, l.view, l.iss, l.api, l.log, k)
+		return newKubernetes(cfg, l.view, l.iss, l.api, l.log, o)
 	}
-	return newStandalone(cfg, l.view, l.iss, l.log, k)
+	return newStandalone(cfg, l.view, l.iss, l.log, o)
 }
 
 // Current is the responder in force.

@@ -82,17 +82,20 @@ func (r *Responder) prefetch(ctx context.Context, b store.Binding, log *slog.Log
 	}
 	s.Binding = b
 	if r.awsCreds != nil && credentials.Role(s) != "" {
+		r.metrics.Prefetch()
 		if _, _, err := credentials.AWSCredentials(ctx, r.awsCreds, s); err != nil {
 			log.Debug("prefetch failed", "ip", b.IP.String(), "pod", b.Namespace+"/"+b.Pod, "role", credentials.Role(s), "error", err.Error())
 		}
 	}
 	if r.prefetchAccess {
+		r.metrics.Prefetch()
 		scopes := slices.Compact(slices.Sorted(slices.Values(s.Scopes))) // as the flavour keys a request without ?scopes=
 		if _, err := r.tokens.AccessToken(ctx, s, scopes); err != nil {
 			log.Debug("prefetch failed", "ip", b.IP.String(), "pod", b.Namespace+"/"+b.Pod, "error", err.Error())
 		}
 	}
 	for _, aud := range r.audiences {
+		r.metrics.Prefetch()
 		if _, err := r.tokens.IDToken(ctx, s, aud, credentials.FormatStandard, false); err != nil {
 			log.Debug("prefetch failed", "ip", b.IP.String(), "pod", b.Namespace+"/"+b.Pod, "audience", aud, "error", err.Error())
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/metabind/metabind/responder/credentials"
 	"github.com/metabind/metabind/responder/flavour/gce"
 	"github.com/metabind/metabind/responder/issuer"
+	"github.com/metabind/metabind/responder/metrics"
 	"github.com/metabind/metabind/responder/server"
 	"github.com/metabind/metabind/responder/subject"
 )
@@ -36,18 +37,19 @@ type Responder struct {
 	// new binding whose account names a role.
 	awsCreds *credentials.Cache
 	// awsKey signs IMDSv2 session tokens (aws: configured).
-	awsKey []byte
+	awsKey  []byte
+	metrics *metrics.Metrics // nil: none
 }
 
 // New assembles the responder for cfg (from ParseConfig or LoadConfig),
 // signing with iss. A nil log discards. In Kubernetes mode (cfg.Kubernetes
 // set) use NewKubernetes.
-func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog.Logger) (*Responder, error) {
-	return newStandalone(cfg, lookup, iss, log, nil)
+func New(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog.Logger, opts ...Option) (*Responder, error) {
+	return newStandalone(cfg, lookup, iss, log, newOptions(opts))
 }
 
-// newStandalone is New, taking over what k holds (live.go).
-func newStandalone(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog.Logger, k *kept) (*Responder, error) {
+// newStandalone is New; o.kept holds what a reload takes over (live.go).
+func newStandalone(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, log *slog.Logger, o options) (*Responder, error) {
 	num, _ := strconv.ParseUint(string(cfg.Project.NumericID), 10, 64) // validated
 	source := credentials.NewOwnIssuer(iss, cfg.Node.Name, credentials.ComputeEngineClaims{
 		ProjectID:     cfg.Project.ID,
@@ -58,13 +60,13 @@ func newStandalone(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer,
 	})
 	var src credentials.Source = source
 	if cfg.GCP != nil {
-		g, err := newGCP(cfg, source)
+		g, err := newGCP(cfg, source, o.metrics)
 		if err != nil {
 			return nil, err
 		}
 		src = g
 	}
-	r, err := assemble(cfg, lookup, iss, subject.NewStatic(cfg.Identities, cfg.Project.ID), src, source, log, k)
+	r, err := assemble(cfg, lookup, iss, subject.NewStatic(cfg.Identities, cfg.Project.ID), src, source, log, o)
 	if err != nil {
 		return nil, err
 	}
@@ -72,13 +74,18 @@ func newStandalone(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer,
 	return r, nil
 }
 
-// newGCP is the GCP exchange of cfg, with subject tokens from subjects.
-func newGCP(cfg *Config, subjects credentials.SubjectTokens) (*credentials.GCP, error) {
+// newGCP is the GCP exchange of cfg, with subject tokens from subjects;
+// its calls to Google are recorded in m (nil: not).
+func newGCP(cfg *Config, subjects credentials.SubjectTokens, m *metrics.Metrics) (*credentials.GCP, error) {
 	client, err := gcp.New(*cfg.GCP)
 	if err != nil {
 		return nil, fmt.Errorf("gcp: %w", err)
 	}
-	return credentials.NewGCP(client, subjects, cfg.GCP.Audience(), time.Hour), nil
+	var x credentials.Exchanger = client
+	if m != nil {
+		x = timedExchanger{client, m}
+	}
+	return credentials.NewGCP(x, subjects, cfg.GCP.Audience(), time.Hour), nil
 }
 
 // KubernetesAPI is what Kubernetes mode needs of the API (kube.Client).
@@ -91,28 +98,33 @@ type KubernetesAPI interface {
 // identity is its service account, as api says, and its ID tokens are the
 // cluster's, minted by TokenRequest with the node's credential. The node's
 // own issuer still publishes its documents, and mints nothing for pods.
-func NewKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, api KubernetesAPI, log *slog.Logger) (*Responder, error) {
-	return newKubernetes(cfg, lookup, iss, api, log, nil)
+func NewKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, api KubernetesAPI, log *slog.Logger, opts ...Option) (*Responder, error) {
+	return newKubernetes(cfg, lookup, iss, api, log, newOptions(opts))
 }
 
-// newKubernetes is NewKubernetes, taking over what k holds (live.go).
-func newKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, api KubernetesAPI, log *slog.Logger, k *kept) (*Responder, error) {
-	k8s := credentials.NewKubernetes(api, cfg.Kubernetes.Audiences, cfg.Kubernetes.Lifetime)
+// newKubernetes is NewKubernetes; o.kept holds what a reload takes over
+// (live.go).
+func newKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, api KubernetesAPI, log *slog.Logger, o options) (*Responder, error) {
+	var tokens credentials.TokenAPI = api
+	if o.metrics != nil {
+		tokens = timedTokenAPI{api, o.metrics}
+	}
+	k8s := credentials.NewKubernetes(tokens, cfg.Kubernetes.Audiences, cfg.Kubernetes.Lifetime)
 	if cfg.GCP != nil {
 		// As GKE: the pod's Google credentials, for its service account's
 		// pod-bound token exchanged at Google.
-		g, err := newGCP(cfg, k8s)
+		g, err := newGCP(cfg, k8s, o.metrics)
 		if err != nil {
 			return nil, err
 		}
-		r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), g, k8s, log, k)
+		r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), g, k8s, log, o)
 		if err != nil {
 			return nil, err
 		}
 		r.prefetchAccess = true
 		return r, nil
 	}
-	r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), k8s, k8s, log, k)
+	r, err := assemble(cfg, lookup, iss, subject.NewKubernetes(api, cfg.Project.ID, cfg.Identities), k8s, k8s, log, o)
 	if err != nil {
 		return nil, err
 	}
@@ -124,12 +136,13 @@ func newKubernetes(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer,
 // cloud exchanges (the AWS flavours'). What k holds (a reload's) is taken
 // over rather than built: the token caches with their sources.
 func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subjects subject.Resolver, source credentials.Source,
-	web credentials.SubjectTokens, log *slog.Logger, k *kept) (*Responder, error) {
-	r := &Responder{subjects: subjects, source: source}
-	if k != nil && k.tokens != nil {
+	web credentials.SubjectTokens, log *slog.Logger, o options) (*Responder, error) {
+	r := &Responder{subjects: subjects, source: source, metrics: o.metrics}
+	if k := o.kept; k != nil && k.tokens != nil {
 		r.tokens, r.source = k.tokens, k.source
 	} else {
 		r.tokens = credentials.NewCache(source, log)
+		observeCache(r.tokens, source, o.metrics)
 	}
 	var cluster gce.Cluster
 	if c := cfg.Cluster; c != nil {
@@ -142,13 +155,18 @@ func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subj
 		Zone:             cfg.Node.Zone,
 		Cluster:          cluster,
 	}, r.tokens)
-	routes := []server.Route{{Prefix: gce.Prefix, Flavour: r.gce}}
+	routes := []server.Route{r.gce.Route()}
 	if cfg.AWS != nil {
-		aws, err := r.awsRoutes(cfg, web, log, k)
+		aws, err := r.awsRoutes(cfg, web, log, o.kept)
 		if err != nil {
 			return nil, err
 		}
 		routes = append(routes, aws...)
+	}
+	var observer server.Observer
+	if o.metrics != nil {
+		lookup = timedLookup{lookup, o.metrics}
+		observer = o.metrics
 	}
 	r.server = server.New(server.Options{
 		Lookup:   lookup,
@@ -159,7 +177,9 @@ func assemble(cfg *Config, lookup server.BindingLookup, iss *issuer.Issuer, subj
 		Limits:   server.Limits{RequestsPerSecond: *cfg.Limits.RequestsPerSecond, Burst: *cfg.Limits.Burst},
 		Log:      log,
 		Requests: cfg.Log.requestLog(),
+		Observer: observer,
 	})
+	o.metrics.LimitedCallers(r.server.LimitedCallers)
 	return r, nil
 }
 

@@ -85,6 +85,10 @@ type View struct {
 
 	// OnCorrupt, if set, hears of every record a reload had to skip.
 	OnCorrupt func(key string, err error)
+	// OnReload, if set, hears of every reload that read the store: the
+	// bindings it holds now, how long it took, and its error (bindings is
+	// then 0). Set it before first use.
+	OnReload func(bindings int, d time.Duration, err error)
 
 	// Test seams, set only by this package's tests: afterJoin runs once a
 	// caller is registered with a reload (started or joined), afterCopy
@@ -195,6 +199,7 @@ func (v *View) reload() (reloaded, error) {
 		if snap := v.cur.Load(); snap != nil && snap.gen == g {
 			return reloaded{snap, n}, nil
 		}
+		start := time.Now()
 		// Copy the raw records under the lock and decode after releasing
 		// it: the plugin waits only for the copy.
 		var raw [][2][]byte
@@ -204,7 +209,11 @@ func (v *View) reload() (reloaded, error) {
 			})
 		})
 		if err != nil {
-			return nil, fmt.Errorf("reload bindings: %w", err)
+			err = fmt.Errorf("reload bindings: %w", err)
+			if v.OnReload != nil {
+				v.OnReload(0, time.Since(start), err)
+			}
+			return nil, err
 		}
 		if v.afterCopy != nil {
 			v.afterCopy()
@@ -226,6 +235,9 @@ func (v *View) reload() (reloaded, error) {
 		}
 		snap := &snapshot{gen: g, byIP: byIP}
 		v.cur.Store(snap)
+		if v.OnReload != nil {
+			v.OnReload(len(byIP), time.Since(start), nil)
+		}
 		return reloaded{snap, n}, nil
 	})
 	if v.afterJoin != nil {

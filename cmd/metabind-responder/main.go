@@ -25,6 +25,7 @@ import (
 	"github.com/metabind/metabind/responder"
 	"github.com/metabind/metabind/responder/admin"
 	"github.com/metabind/metabind/responder/issuer"
+	"github.com/metabind/metabind/responder/metrics"
 	"github.com/metabind/metabind/responder/server"
 	"github.com/metabind/metabind/store"
 )
@@ -68,7 +69,7 @@ func main() {
 	flag.StringVar(&o.stateDir, "state-dir", "/var/lib/metabind", "directory holding the binding store and the issuer's signing key")
 	flag.StringVar(&o.listen, "listen", "169.254.169.252:988", "IP:port to serve on, or several separated by commas (dual stack: 169.254.169.252:988,[fd00:ec2::252]:988); each IP is added to a dummy link metabind0 if no interface has it")
 	flag.StringVar(&o.configPath, "config", "/etc/metabind/responder.yaml", "responder configuration file (YAML or JSON); reloaded on SIGHUP and when its content changes (looked at every 2s)")
-	flag.StringVar(&o.adminListen, "admin-listen", admin.DefaultAddress, "IP:port of the node-local admin server (/healthz, /readyz for the kubelet's probes); empty disables it. Keep it on loopback: pods could reach any other address")
+	flag.StringVar(&o.adminListen, "admin-listen", admin.DefaultAddress, "IP:port of the node-local admin server (/healthz, /readyz for the kubelet's probes, /metrics for Prometheus); empty disables it. Keep it on loopback: pods could reach any other address")
 	flag.BoolVar(&o.removeTaint, "remove-startup-taint", false, "once every readiness check first passes, remove the taint "+kube.StartupTaint+" from this node (needs get and patch on nodes)")
 	flag.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "this node's name in the Kubernetes API (default $NODE_NAME): the configuration's node.name when the file has none, and the node --remove-startup-taint acts on")
 	flag.StringVar(&o.taintKubeconfig, "taint-kubeconfig", "", "kubeconfig file whose credential removes the startup taint; default the in-cluster ServiceAccount's (not the node's: NodeRestriction forbids a node to change its own taints)")
@@ -151,6 +152,9 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	}
 	view := store.NewView(stateDir, storeTimeout)
 	defer view.Close()
+	reg := metrics.NewRegistry()
+	m := metrics.New(reg)
+	view.OnReload = m.StoreReloaded
 	view.OnCorrupt = func(key string, err error) {
 		log.Warn("skipping an unreadable binding record; that IP gets 404 until it is rebound", "ip", key, "error", err.Error())
 	}
@@ -186,7 +190,8 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	// The rules the plugin installed are kept whole from here, without
 	// waiting for a pod event: a firewall reload that flushes INPUT, or a
 	// deleted chain, is undone within reconcile.RepairInterval.
-	repairer := &reconcile.Repairer{StateDir: stateDir, LockTimeout: repairLockTimeout, Log: log.With("component", "repair"), NewRedirect: redirect.New}
+	repairer := &reconcile.Repairer{StateDir: stateDir, LockTimeout: repairLockTimeout, Log: log.With("component", "repair"), NewRedirect: redirect.New,
+		OnRepair: m.RulesRepaired}
 	// Addresses accepted before the plugin recorded any (the responder
 	// starts before the first pod) are checked again once it has.
 	warned := map[netip.AddrPort]bool{}
@@ -200,7 +205,7 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	}
 	go repairer.Run(ctx, reconcile.RepairInterval)
 
-	h, informerSynced, err := newResponder(ctx, cfg, view, iss, log)
+	h, informerSynced, err := newResponder(ctx, cfg, view, iss, log, m)
 	if err != nil {
 		return err
 	}
@@ -244,6 +249,7 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	var adminSrv *admin.Server
 	if adminLn != nil {
 		adminSrv = admin.NewServer(checks, log.With("component", "admin"))
+		adminSrv.Handle("GET /metrics", metrics.Handler(reg))
 		go func() { served <- adminSrv.Serve(adminLn) }()
 	}
 	select {
@@ -294,10 +300,10 @@ func removeTaintWhenReady(ctx context.Context, o options, cfg *responder.Config,
 // it has, a pod is looked up with a GET (and a request while the API is out
 // of reach is answered 503). informerSynced tells when it has (nil
 // standalone).
-func newResponder(ctx context.Context, cfg *responder.Config, view *store.View, iss *issuer.Issuer, log *slog.Logger) (
+func newResponder(ctx context.Context, cfg *responder.Config, view *store.View, iss *issuer.Issuer, log *slog.Logger, m *metrics.Metrics) (
 	h *responder.Live, informerSynced func() bool, err error) {
 	if cfg.Kubernetes == nil {
-		h, err := responder.NewLive(cfg, view, iss, nil, log)
+		h, err := responder.NewLive(cfg, view, iss, nil, log, responder.WithMetrics(m))
 		return h, nil, err
 	}
 	kc, err := kube.New(kube.Config{Kubeconfig: cfg.Kubernetes.Kubeconfig, NodeName: cfg.Node.Name, TokenLifetime: cfg.Kubernetes.Lifetime},
@@ -305,7 +311,7 @@ func newResponder(ctx context.Context, cfg *responder.Config, view *store.View, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("kubernetes: %w", err)
 	}
-	h, err = responder.NewLive(cfg, view, iss, kc, log)
+	h, err = responder.NewLive(cfg, view, iss, kc, log, responder.WithMetrics(m))
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,6 +1,7 @@
 // Package admin is the responder's node-local admin address: liveness
-// (/healthz) and readiness (/readyz) for the kubelet's probes, on a server
-// of its own, never the one pods reach for metadata.
+// (/healthz) and readiness (/readyz) for the kubelet's probes, and the
+// metrics (/metrics), on a server of its own, never the one pods reach for
+// metadata.
 package admin
 
 import (

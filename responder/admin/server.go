@@ -20,18 +20,20 @@ import (
 //	              passed" or "readyz check failed", as kube-apiserver's
 //	              /readyz?verbose
 //
-// It has a mux of its own: nothing of the metadata handler is reachable
-// through it, nor the probes through the metadata address.
+// and what Handle adds (GET /metrics). It has a mux of its own: nothing of
+// the metadata handler is reachable through it, nor the probes through the
+// metadata address.
 type Server struct {
 	checks   []Check
+	mux      *http.ServeMux
 	srv      *http.Server
 	requests atomic.Int64
 }
 
 // NewServer returns the admin server running checks at every /readyz.
 func NewServer(checks []Check, log *slog.Logger) *Server {
-	s := &Server{checks: checks}
 	mux := http.NewServeMux()
+	s := &Server{checks: checks, mux: mux}
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
 	if log == nil {
@@ -50,6 +52,10 @@ func NewServer(checks []Check, log *slog.Logger) *Server {
 	}
 	return s
 }
+
+// Handle serves pattern (as http.ServeMux takes it) with h on the admin
+// address only; before Serve.
+func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
 // Handler serves the admin paths (for tests; Serve uses it).
 func (s *Server) Handler() http.Handler { return s.srv.Handler }

@@ -152,6 +152,9 @@ type entry struct {
 type Cache struct {
 	// Now is the cache's clock; tests replace it before first use.
 	Now func() time.Time
+	// Observe, when not nil, hears of every request and every call of the
+	// source (metrics); set it before first use.
+	Observe CacheObserver
 
 	src    Source
 	keyed  KeyedSource // src, if it is one
@@ -197,6 +200,7 @@ func (c *Cache) AccessToken(ctx context.Context, s subject.Subject, scopes []str
 	if e := c.get(&k, now, kid); e != nil {
 		c.use(e, &s)
 		c.logHit(ctx, &s, e, now)
+		c.observe(CacheHit)
 		return e.tok, nil
 	}
 	return c.mintAccess(ctx, k, s, scopes, now, kid)
@@ -217,6 +221,7 @@ func (c *Cache) IDToken(ctx context.Context, s subject.Subject, audience, format
 	if e := c.get(&k, now, kid); e != nil {
 		c.use(e, &s)
 		c.logHit(ctx, &s, e, now)
+		c.observe(CacheHit)
 		return e.tok, nil
 	}
 	return c.mintID(ctx, k, s, audience, format, licenses, now, kid)
@@ -332,16 +337,27 @@ const mintTimeout = 30 * time.Second
 // The mint runs detached from the request that started it: one client
 // hanging up must not fail the others waiting.
 func (c *Cache) getOrMint(ctx context.Context, k *key, s *subject.Subject, now time.Time, kid string, mint func(context.Context) (Token, error)) (Token, error) {
-	t, ran, err := c.mintShared(ctx, k, s, now, kid, mint)
+	t, ran, stale, err := c.mintShared(ctx, k, s, now, kid, mint)
 	var refused *subject.Refused
 	if err != nil && c.shared && !ran && errors.As(err, &refused) {
-		t, _, err = c.mintShared(ctx, k, s, now, kid, mint)
+		t, _, stale, err = c.mintShared(ctx, k, s, now, kid, mint)
+	}
+	if stale {
+		c.observe(CacheStale)
+	} else {
+		c.observe(CacheMiss)
 	}
 	return t, err
 }
 
-func (c *Cache) mintShared(ctx context.Context, k *key, s *subject.Subject, now time.Time, kid string, mint func(context.Context) (Token, error)) (Token, bool, error) {
-	ran := false
+// staleEntry is what a mint that failed hands its waiters when it served a
+// token past its refresh instead.
+type staleEntry struct{ *entry }
+
+// mintShared mints through the key's one flight; stale tells that the token
+// is one past its refresh, served as the source is unavailable.
+func (c *Cache) mintShared(ctx context.Context, k *key, s *subject.Subject, now time.Time, kid string, mint func(context.Context) (Token, error)) (
+	tok Token, ran, stale bool, err error) {
 	ch := c.flight.DoChan(k.flightKey(), func() (any, error) {
 		// A mint for this key may have finished since the caller's get.
 		if e := c.get(k, now, kid); e != nil {
@@ -350,14 +366,18 @@ func (c *Cache) mintShared(ctx context.Context, k *key, s *subject.Subject, now 
 		ran = true
 		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mintTimeout)
 		defer cancel()
+		start := time.Now()
 		t, err := mint(mctx)
+		if c.Observe != nil {
+			c.Observe.Minted(time.Since(start))
+		}
 		if err != nil {
 			// The source cannot mint now (its API is out of reach): a
 			// token it minted before is still good until it expires.
-			if stale := c.unexpired(k, now, kid); stale != nil && errors.Is(err, subject.ErrUnavailable) {
+			if old := c.unexpired(k, now, kid); old != nil && errors.Is(err, subject.ErrUnavailable) {
 				c.log.LogAttrs(ctx, slog.LevelWarn, "serving a cached token past its refresh: the source is unavailable",
-					slog.String("podUID", s.PodUID), slog.String("jti", stale.tok.ID), slog.Time("expiry", stale.tok.Expiry), slog.String("error", err.Error()))
-				return stale, nil
+					slog.String("podUID", s.PodUID), slog.String("jti", old.tok.ID), slog.Time("expiry", old.tok.Expiry), slog.String("error", err.Error()))
+				return staleEntry{old}, nil
 			}
 			return nil, err
 		}
@@ -375,19 +395,22 @@ func (c *Cache) mintShared(ctx context.Context, k *key, s *subject.Subject, now 
 	select {
 	case r = <-ch:
 	case <-ctx.Done():
-		return Token{}, false, fmt.Errorf("%w: %w", subject.ErrUnavailable, ctx.Err())
+		return Token{}, false, false, fmt.Errorf("%w: %w", subject.ErrUnavailable, ctx.Err())
 	case <-wait.C:
-		return Token{}, false, fmt.Errorf("%w: no token within %v", subject.ErrUnavailable, MintWait)
+		return Token{}, false, false, fmt.Errorf("%w: no token within %v", subject.ErrUnavailable, MintWait)
 	}
 	if r.Err != nil {
-		return Token{}, ran, r.Err
+		return Token{}, ran, false, r.Err
 	}
-	e := r.Val.(*entry)
+	e, ok := r.Val.(*entry)
+	if !ok {
+		e, stale = r.Val.(staleEntry).entry, true
+	}
 	c.use(e, s)
 	if !ran {
 		c.logHit(ctx, s, e, now)
 	}
-	return e.tok, ran, nil
+	return e.tok, ran, stale, nil
 }
 
 func newEntry(k key, t Token) *entry {

@@ -288,6 +288,8 @@ func TestCacheRefreshAtStaleOnUnavailableAndForgetPod(t *testing.T) {
 	src := &refreshingSource{fakeSource: fakeSource{now: func() time.Time { return clock }}}
 	c := NewCache(src, nil)
 	c.Now = func() time.Time { return clock }
+	obs := &recordingObserver{}
+	c.Observe = obs
 	s := subject.Subject{PodUID: "uid-1", Namespace: "ns", Pod: "p"}
 	first, err := c.AccessToken(context.Background(), s, []string{"scope"})
 	if err != nil {
@@ -314,6 +316,11 @@ func TestCacheRefreshAtStaleOnUnavailableAndForgetPod(t *testing.T) {
 	second, err := c.AccessToken(context.Background(), s, []string{"scope"})
 	if err != nil || second.Value == first.Value {
 		t.Fatalf("after the source returned: %v, %v", second.Value, err)
+	}
+	// What metrics hear: the mint, the reuse, the stale token served, the
+	// failed mint past expiry, the mint after; four calls of the source.
+	if got, want := fmt.Sprint(obs.results), "[miss hit stale miss miss]"; got != want || obs.mints != 4 {
+		t.Errorf("observed %s and %d mints, want %s and 4", got, obs.mints, want)
 	}
 	c.ForgetPod("uid-1")
 	if c.Len() != 0 {

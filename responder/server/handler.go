@@ -53,6 +53,13 @@ type Route struct {
 	// Methods are the request methods the route takes; nil: GET and HEAD.
 	// Others are refused with 405 before the flavour is asked.
 	Methods []string
+	// Name is the route's flavour in metrics ("gce", "imds", ...): a
+	// constant, never anything of a request.
+	Name string
+	// Endpoint, when not nil, names a path's endpoint in metrics: one of
+	// the Endpoint constants whatever the path (see Observer); nil:
+	// EndpointOther.
+	Endpoint func(path string) string
 }
 
 // defaultMethods are what a route without Methods, a public document or a
@@ -90,6 +97,8 @@ type Options struct {
 	Log    *slog.Logger // nil discards
 	// Requests is which request lines Log gets (requestlog.go).
 	Requests RequestLog
+	// Observer, when not nil, hears of every request answered (metrics).
+	Observer Observer
 }
 
 // RequestLogMessage is the message of the one log line per request.
@@ -109,6 +118,7 @@ type Handler struct {
 	limits   *callerLimits
 	log      *slog.Logger
 	requests *requestSampler
+	observer Observer
 }
 
 // New returns the handler for o.
@@ -126,6 +136,7 @@ func New(o Options) *Handler {
 		limits:   newCallerLimits(o.Limits.RequestsPerSecond, o.Limits.Burst, DefaultMaxCallers),
 		log:      o.Log,
 		requests: &requestSampler{RequestLog: o.Requests},
+		observer: o.Observer,
 	}
 }
 
@@ -164,7 +175,11 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 	var c caller
 	h.serve(w, r, rt, &c)
-	h.logRequest(r, w, &c, time.Since(start))
+	d := time.Since(start)
+	if h.observer != nil {
+		h.observe(r.URL.Path, rt, w, d)
+	}
+	h.logRequest(r, w, &c, d)
 }
 
 // serve checks a request in the order: proxy headers, method, path; then
@@ -248,6 +263,9 @@ func (h *Handler) serve(w *Response, r *http.Request, rt *Route, c *caller) {
 			}
 			attrs = append(attrs, slog.Int("refusedSinceLastWarning", d.refused))
 			h.log.LogAttrs(r.Context(), slog.LevelWarn, "caller rate limited", attrs...)
+		}
+		if h.observer != nil {
+			h.observer.RateLimited()
 		}
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfterSeconds(d.retryAfter)))
 		w.Error(http.StatusTooManyRequests, "rate limit exceeded")
@@ -334,10 +352,7 @@ func plainPath(u *url.URL) bool {
 // audience is harmless, but nothing else belongs in a log), headers or
 // response bodies.
 func (h *Handler) logRequest(r *http.Request, w *Response, c *caller, d time.Duration) {
-	status := w.status
-	if status == 0 {
-		status = http.StatusOK
-	}
+	status := w.Status()
 	level := slog.LevelInfo
 	if status == http.StatusTooManyRequests {
 		level = slog.LevelDebug // a flood is summed up by the "caller rate limited" warning

@@ -38,6 +38,8 @@ type callerLimits struct {
 	mu    sync.Mutex
 	lru   *list.List // of *callerBucket, most recent first
 	index map[netip.Addr]*list.Element
+	// limited counts the buckets whose latest request was refused.
+	limited int
 }
 
 type callerBucket struct {
@@ -47,6 +49,7 @@ type callerBucket struct {
 
 	refused    int // requests refused since the last warning
 	lastWarned time.Time
+	limited    bool // the latest request was refused
 }
 
 func newCallerLimits(perSecond float64, burst, maxCallers int) *callerLimits {
@@ -90,8 +93,10 @@ func (l *callerLimits) allow(ip netip.Addr, now time.Time) rateDecision {
 	}
 	b.lastSeen = now
 	if b.lim.AllowN(now, 1) { // allocates nothing, unlike a reservation
+		l.setLimited(b, false)
 		return rateDecision{ok: true}
 	}
+	l.setLimited(b, true)
 	// Refused: a reservation says how long until a token is free, and is
 	// cancelled, so a refused request takes no token.
 	r := b.lim.ReserveN(now, 1)
@@ -121,8 +126,32 @@ func (l *callerLimits) evictIdle(now time.Time) {
 }
 
 func (l *callerLimits) remove(e *list.Element) {
-	delete(l.index, e.Value.(*callerBucket).ip)
+	b := e.Value.(*callerBucket)
+	l.setLimited(b, false)
+	delete(l.index, b.ip)
 	l.lru.Remove(e)
+}
+
+// setLimited records whether b's latest request was refused.
+func (l *callerLimits) setLimited(b *callerBucket, limited bool) {
+	if b.limited == limited {
+		return
+	}
+	b.limited = limited
+	if limited {
+		l.limited++
+	} else {
+		l.limited--
+	}
+}
+
+// limitedCallers is the number of callers whose latest request was
+// refused, once those idle at now are forgotten.
+func (l *callerLimits) limitedCallers(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.evictIdle(now)
+	return l.limited
 }
 
 // len is the number of callers tracked.

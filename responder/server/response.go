@@ -38,6 +38,14 @@ func (w *Response) WriteString(s string) (int, error) {
 	return io.WriteString(w.ResponseWriter, s)
 }
 
+// Status is the status answered: 200 when the handler wrote nothing.
+func (w *Response) Status() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
 func (w *Response) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Error answers code with msg as a plain text body.

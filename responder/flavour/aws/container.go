@@ -49,7 +49,7 @@ func NewContainer(src Source, key []byte) *Container {
 // Route is the container-credentials route: its prefix, GET and HEAD, and
 // no other cloud's headers.
 func (f *Container) Route() server.Route {
-	return server.Route{Prefix: ContainerPrefix, Flavour: f, Header: ContainerHeader()}
+	return server.Route{Prefix: ContainerPrefix, Flavour: f, Header: ContainerHeader(), Name: ContainerName, Endpoint: ContainerEndpoint}
 }
 
 // Admit takes every request: the API has no header its clients always

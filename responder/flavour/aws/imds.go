@@ -111,7 +111,8 @@ func NewIMDS(src Source, node Node, key []byte, imdsV1 bool) *IMDS {
 // Route is the IMDS route: its prefix, EC2's headers, and its methods:
 // PUT for a session token, GET for the rest (HEAD too is 405).
 func (f *IMDS) Route() server.Route {
-	return server.Route{Prefix: IMDSPrefix, Flavour: f, Header: IMDSHeader(), Methods: []string{http.MethodGet, http.MethodPut}}
+	return server.Route{Prefix: IMDSPrefix, Flavour: f, Header: IMDSHeader(), Methods: []string{http.MethodGet, http.MethodPut},
+		Name: IMDSName, Endpoint: IMDSEndpoint}
 }
 
 // listing is a directory as EC2 lists one: names one a line,
