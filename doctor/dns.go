@@ -130,7 +130,11 @@ func lookupA(ctx context.Context, netns string, server netip.AddrPort, name stri
 		if err := m.Unpack(buf[:size]); err != nil || m.ID != id || !m.Response {
 			continue // not the answer to this query
 		}
-		if m.RCode != dnsmessage.RCodeSuccess {
+		switch m.RCode {
+		case dnsmessage.RCodeSuccess:
+		case dnsmessage.RCodeNameError:
+			return nil, fmt.Errorf("NXDOMAIN: the nameserver does not know %s", name)
+		default:
 			return nil, fmt.Errorf("answer %v", m.RCode)
 		}
 		var out []netip.Addr

@@ -58,7 +58,9 @@ func TestCheckStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db.Update(func(tx *bolt.Tx) error { return tx.Bucket([]byte("bindings")).Put([]byte("10.0.0.9"), []byte("{garbage")) })
+	db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("bindings")).Put([]byte("10.0.0.9"), []byte("{garbage"))
+	})
 	db.Close()
 	n = &node{Options: n.Options}
 	wantStatus(t, checkStore(context.Background(), n), Fail, "1 unreadable records: their IPs are unanswered: 10.0.0.9")
