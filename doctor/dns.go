@@ -33,6 +33,9 @@ func checkDNS(ctx context.Context, n *node) Result {
 	if n.PodNetNS == "" {
 		return skipped("no --pod-netns: give a pod's network namespace (/proc/PID/ns/net of a process in the pod)")
 	}
+	if _, err := os.Stat(n.PodNetNS); err != nil {
+		return failed("give --pod-netns a pod's network namespace: /proc/PID/ns/net of a process in the pod (crictl inspectp shows the sandbox's)", "%v", err)
+	}
 	conf := n.PodResolvConf
 	if conf == "" {
 		conf = defaultResolvConf(n.PodNetNS)

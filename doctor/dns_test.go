@@ -35,8 +35,11 @@ func TestDefaultResolvConf(t *testing.T) {
 	}
 }
 
-func TestCheckDNSSkippedWithoutANetns(t *testing.T) {
-	wantStatus(t, checkDNS(context.Background(), testNode(t)), Skipped, "no --pod-netns")
+func TestCheckDNSWithoutANetns(t *testing.T) {
+	n := testNode(t)
+	wantStatus(t, checkDNS(context.Background(), n), Skipped, "no --pod-netns")
+	n.PodNetNS = "/proc/0/ns/net"
+	wantStatus(t, checkDNS(context.Background(), n), Fail, "/proc/0/ns/net")
 }
 
 // lookupA asks the nameserver from inside the netns it is given (here the

@@ -125,6 +125,14 @@ func WriteJSON(w io.Writer, rs []Result) error {
 	return enc.Encode(rs)
 }
 
+// plural is "1 base", "2 bases".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }

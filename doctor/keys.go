@@ -41,7 +41,7 @@ func checkKeys(_ context.Context, n *node) Result {
 	if len(problems) > 0 {
 		return failed(strings.Join(fixes, "; "), "%s", firstFew(problems))
 	}
-	return ok("%d key files and directories: mode 0600/0700 or stricter, owned by root", len(paths))
+	return ok("%s: mode 0600 (directories 0700) or stricter, owned by root", plural(len(paths), "key file", "key files and directories"))
 }
 
 // keyFileProblem is what is wrong with one key file or directory, and the

@@ -22,7 +22,7 @@ func TestCheckKeys(t *testing.T) {
 		wantStatus(t, checkKeys(context.Background(), n), Fail, "not root")
 		t.Skip("the rest needs files owned by root")
 	}
-	wantStatus(t, checkKeys(context.Background(), n), OK, "3 key files and directories")
+	wantStatus(t, checkKeys(context.Background(), n), OK, "3 key files and directories: mode 0600")
 
 	os.Chmod(key, 0o644)
 	r := checkKeys(context.Background(), n)

@@ -62,12 +62,7 @@ func (n *node) kubeClient() (*kubeAPI, *Result) {
 		return nil, &r
 	}
 	path := cfg.Kubernetes.Kubeconfig
-	var rc *rest.Config
-	if path == "" {
-		rc, err = rest.InClusterConfig()
-	} else {
-		rc, err = clientcmd.BuildConfigFromFlags("", path)
-	}
+	rc, err := clientcmd.BuildConfigFromFlags("", path) // "": the in-cluster config, as the responder
 	if err != nil {
 		r := failed("set kubernetes.kubeconfig in "+n.ConfigFile+" to the node's credential (the kubelet's kubeconfig), readable here",
 			"credential %q: %v", path, err)

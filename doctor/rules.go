@@ -28,8 +28,9 @@ func checkStore(_ context.Context, n *node) Result {
 	case s.err != nil:
 		return failed("see docs/OPERATIONS.md (binding store)", "%v", s.err)
 	}
-	detail := fmt.Sprintf("%s: schema %d (compatVersion %d; this binary: %d), %d bindings, %d bases, %d unreadable records",
-		store.DBPath(n.StateDir), s.version, s.compat, store.SchemaVersion, len(s.bindings), len(s.bases), len(s.unreadable))
+	detail := fmt.Sprintf("%s: schema %d (compatVersion %d; this binary: %d), %s, %s, %s",
+		store.DBPath(n.StateDir), s.version, s.compat, store.SchemaVersion, plural(len(s.bindings), "binding", "bindings"),
+		plural(len(s.bases), "base", "bases"), plural(len(s.unreadable), "unreadable record", "unreadable records"))
 	if len(s.unreadable) > 0 {
 		var keys []string
 		for _, r := range s.unreadable {
@@ -64,9 +65,9 @@ func checkBaseRules(_ context.Context, n *node) Result {
 		}
 	}
 	if len(problems) > 0 {
-		return failed(fix, "%d problems: %s", len(problems), firstFew(problems))
+		return failed(fix, "%s: %s", plural(len(problems), "problem", "problems"), firstFew(problems))
 	}
-	return ok("%d bases: chains, jumps and block rules whole", len(s.bases))
+	return ok("%s: chains, jumps and block rules whole", plural(len(s.bases), "base", "bases"))
 }
 
 // checkPodRules: every binding has its per-pod rules and every per-pod rule
@@ -77,7 +78,7 @@ func checkPodRules(_ context.Context, n *node) Result {
 		return failed("check that iptables works on this node and that the store reads (see store)", "%v", err)
 	}
 	orphans := p.Orphans()
-	detail := fmt.Sprintf("%d bindings, %d per-pod rules", len(p.Bindings), len(p.Rules))
+	detail := plural(len(p.Bindings), "binding", "bindings") + ", " + plural(len(p.Rules), "per-pod rule", "per-pod rules")
 	if len(orphans) == 0 && len(p.Missing) == 0 {
 		return ok("%s: every binding has its rules and every rule a binding", detail)
 	}
@@ -87,14 +88,14 @@ func checkPodRules(_ context.Context, n *node) Result {
 		for _, b := range p.Missing {
 			ips = append(ips, fmt.Sprintf("%s (%s/%s)", b.IP, b.Namespace, b.Pod))
 		}
-		bad = append(bad, fmt.Sprintf("%d bindings without their rules: %s", len(p.Missing), firstFew(ips)))
+		bad = append(bad, fmt.Sprintf("%s: %s", plural(len(p.Missing), "binding without its rules", "bindings without their rules"), firstFew(ips)))
 	}
 	if len(orphans) > 0 {
 		var rules []string
 		for _, o := range orphans {
 			rules = append(rules, fmt.Sprintf("%s %s %s/%s", o.Chain, o.IP, short(o.ContainerID), o.IfName))
 		}
-		bad = append(bad, fmt.Sprintf("%d rules without a binding: %s", len(orphans), firstFew(rules)))
+		bad = append(bad, fmt.Sprintf("%s: %s", plural(len(orphans), "rule without a binding", "rules without a binding"), firstFew(rules)))
 	}
 	return failed("metabindctl gc (restores missing rules, removes orphans; `metabindctl gc --dry-run` shows what it would do); metabindctl rules list shows them all",
 		"%s; %s", detail, strings.Join(bad, "; "))

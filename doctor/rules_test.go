@@ -63,7 +63,7 @@ func TestCheckStore(t *testing.T) {
 	})
 	db.Close()
 	n = &node{Options: n.Options}
-	wantStatus(t, checkStore(context.Background(), n), Fail, "1 unreadable records: their IPs are unanswered: 10.0.0.9")
+	wantStatus(t, checkStore(context.Background(), n), Fail, "1 unreadable record: their IPs are unanswered: 10.0.0.9")
 }
 
 func TestCheckBaseRulesWithoutABase(t *testing.T) {

@@ -174,8 +174,8 @@ func TestDoctor(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	table := d.run(t, filepath.Join(binDir, "metabindctl"), "doctor", "--state-dir", d.stateDir, "--cni-conf-dir", d.confDir,
-		"--cni-bin-dir", d.cniBinDir, "--config", d.config)
+	table := d.run(t, filepath.Join(binDir, "metabindctl"), append([]string{"doctor", "--state-dir", d.stateDir, "--cni-conf-dir", d.confDir,
+		"--cni-bin-dir", d.cniBinDir, "--config", d.config}, podArgs...)...)
 	t.Logf("healthy node:\n%s", table)
 
 	t.Run("signing key mode 0644", func(t *testing.T) {
@@ -229,6 +229,9 @@ func TestDoctor(t *testing.T) {
 		d.run(t, "sh", "-c", "iptables -t nat "+strings.Replace(jump, "-A ", "-D ", 1))
 		results, failed := d.doctor(t, podArgs...)
 		wantFail(t, results, failed, "base-rules", "nat PREROUTING lacks metabind's rule", "metabindctl gc")
+		table, _ := exec.Command("nsenter", append([]string{"--net=" + d.ns.Path(), "--", filepath.Join(binDir, "metabindctl"), "doctor",
+			"--state-dir", d.stateDir, "--cni-conf-dir", d.confDir, "--cni-bin-dir", d.cniBinDir, "--config", d.config}, podArgs...)...).CombinedOutput()
+		t.Logf("responder down, a jump missing:\n%s", table)
 		d.run(t, filepath.Join(binDir, "metabindctl"), "--state-dir", d.stateDir, "gc")
 		if results, _ := d.doctor(t, podArgs...); results["base-rules"].Status != doctor.OK {
 			t.Errorf("after metabindctl gc: base-rules %s %q", results["base-rules"].Status, results["base-rules"].Detail)
@@ -261,8 +264,8 @@ func testRulesOutOfStep(t *testing.T, d *doctorNode, api, web *pod, podArgs []st
 	d.run(t, "sh", "-c", "iptables -t nat "+strings.ReplaceAll(apiRule, api.rt.ContainerID, stranger))
 
 	results, failed := d.doctor(t, podArgs...)
-	wantFail(t, results, failed, "pod-rules", fmt.Sprintf("1 bindings without their rules: %s (web/site-1)", web.ip), "metabindctl gc")
-	wantFail(t, results, failed, "pod-rules", "1 rules without a binding: METABIND-DNAT "+api.ip.String()+" "+stranger[:13]+"/eth0", "")
+	wantFail(t, results, failed, "pod-rules", fmt.Sprintf("1 binding without its rules: %s (web/site-1)", web.ip), "metabindctl gc")
+	wantFail(t, results, failed, "pod-rules", "1 rule without a binding: METABIND-DNAT "+api.ip.String()+" "+stranger[:13]+"/eth0", "")
 
 	ctl := filepath.Join(binDir, "metabindctl")
 	var listed struct {

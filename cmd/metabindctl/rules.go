@@ -76,7 +76,7 @@ func printRules(w io.Writer, p doctor.PodRules) error {
 		fmt.Fprintf(tw, "%s\t-\t%s\t%s\t%s/%s\t%s/%s\tMISSING: binding without its rules\n",
 			map[bool]string{true: "IPv6", false: "IPv4"}[b.IP.Is6()], b.IP, b.HostInterface, short(b.ContainerID), b.IfName, orNone(b.Namespace), orNone(b.Pod))
 	}
-	fmt.Fprintf(tw, "\n%d rules, %d bindings: %d rules without a binding, %d bindings without their rules\n",
+	fmt.Fprintf(tw, "\n%d rules, %d bindings: %d without a binding (ORPHAN), %d bindings without their rules (MISSING)\n",
 		len(p.Rules), len(p.Bindings), len(p.Orphans()), len(p.Missing))
 	return tw.Flush()
 }
