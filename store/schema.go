@@ -140,3 +140,11 @@ func hasBuckets(tx *bolt.Tx) bool {
 	}
 	return true
 }
+
+// Versions returns the schema version and compatVersion the store records
+// (0 for what it does not record: a new store, or one written before
+// compatVersion existed).
+func (t *Tx) Versions() (version, compat int) {
+	sc, _ := readSchema(t.tx) // every Read has checked it already
+	return sc.version, sc.compat
+}

@@ -171,3 +171,23 @@ func TestSchema2StoreGainsCompatVersion(t *testing.T) {
 		t.Fatalf("bindings: %v, %v", all, err)
 	}
 }
+
+// Versions reports what the store records, as readers see it.
+func TestVersions(t *testing.T) {
+	dir := t.TempDir()
+	update(t, dir, func(tx *Tx) error { return tx.Put(binding("10.0.0.2", "c1", "a")) })
+	versions := func() (v, c int) {
+		t.Helper()
+		if err := Read(dir, time.Second, func(tx *Tx) error { v, c = tx.Versions(); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return v, c
+	}
+	if v, c := versions(); v != SchemaVersion || c != CompatVersion {
+		t.Fatalf("Versions = %d, %d; want %d, %d", v, c, SchemaVersion, CompatVersion)
+	}
+	setSchema(t, dir, "3", "2")
+	if v, c := versions(); v != 3 || c != 2 {
+		t.Fatalf("Versions of a (3, compat 2) store = %d, %d", v, c)
+	}
+}

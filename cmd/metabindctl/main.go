@@ -8,6 +8,8 @@
 //	metabindctl [--state-dir DIR] gc [--dry-run]
 //	metabindctl install [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--plugin-binary PATH] [--plugin-conf FILE] [--watch | --check] [--force]
 //	metabindctl uninstall [--cni-conf-dir DIR] [--cni-bin-dir DIR]
+//	metabindctl doctor [--state-dir DIR] [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--config FILE] [--admin-address ADDR] [--pod-netns PATH] [--pod-resolv-conf FILE] [-o table|json]
+//	metabindctl [--state-dir DIR] rules list [-o table|json]
 package main
 
 import (
@@ -42,6 +44,13 @@ Commands:
   uninstall [--cni-conf-dir DIR] [--cni-bin-dir DIR]
                                   remove metabind from the conflists (restoring the backup where nothing
                                   else changed), then its binary
+  doctor [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--config FILE] [--admin-address ADDR]
+         [--pod-netns PATH] [--pod-resolv-conf FILE] [-o table|json]
+                                  check the node's set-up (plugin, conflist, rules, responder, keys,
+                                  Kubernetes credential, a pod's DNS) with a fix for each failure;
+                                  exits non-zero when a check fails
+  rules list [-o table|json]      the per-pod iptables rules with the binding each belongs to, rules
+                                  without a binding (ORPHAN) and bindings without rules (MISSING)
 
 Flags:
 `
@@ -78,6 +87,10 @@ func run(argv []string, stdout, stderr io.Writer) error {
 		return runGC(*stateDir, rest[1:], stdout, stderr)
 	case "keys":
 		return runKeys(*stateDir, rest[1:], stdout, stderr, time.Now())
+	case "doctor":
+		return runDoctor(*stateDir, rest[1:], stdout, stderr)
+	case "rules":
+		return runRules(*stateDir, rest[1:], stdout, stderr)
 	case "install":
 		return runInstall(rest[1:], stdout, stderr)
 	case "uninstall":
