@@ -114,33 +114,25 @@ const (
 
 func familyName(fam int) string { return map[int]string{ipv4: "IPv4", ipv6: "IPv6"}[fam] }
 
-type attachmentIP struct {
-	containerID, ifName string
-	ip                  netip.Addr
-}
-
-// match pairs a family's rules with its bindings: a rule is a binding's
-// when it is exactly the piece the plugin would install for it; a binding
-// has its rules when both pieces are there.
+// match pairs a family's rules with its bindings (redirect.MatchPodRules).
 func (p *PodRules) match(fam int, owned []redirect.Owned) {
-	byKey := map[attachmentIP]int{}
+	var live []int // indexes in p.Bindings of the family's
+	var bindings []store.Binding
 	for i, b := range p.Bindings {
-		byKey[attachmentIP{b.ContainerID, b.IfName, b.IP}] = i
+		if redirect.Family(b.IP) == fam {
+			live = append(live, i)
+			bindings = append(bindings, b)
+		}
 	}
-	found := map[int][2]bool{} // nat, filter
-	for _, o := range owned {
+	m := redirect.MatchPodRules(owned, bindings)
+	for j, o := range owned {
 		r := PodRule{Family: familyName(fam), Rule: o}
-		if i, ok := byKey[attachmentIP{o.ContainerID, o.IfName, o.IP}]; ok && o.Is(redirect.RuleFor(p.Bindings[i])) {
-			r.Binding = &p.Bindings[i]
-			f := found[i]
-			f[map[bool]int{true: 0, false: 1}[o.Chain == redirect.NATChain]] = true
-			found[i] = f
+		if i := m.Owner[j]; i >= 0 {
+			r.Binding = &p.Bindings[live[i]]
 		}
 		p.Rules = append(p.Rules, r)
 	}
-	for i, b := range p.Bindings {
-		if redirect.Family(b.IP) == fam && found[i] != [2]bool{true, true} {
-			p.Missing = append(p.Missing, b)
-		}
+	for _, i := range m.Missing {
+		p.Missing = append(p.Missing, bindings[i])
 	}
 }

@@ -34,41 +34,23 @@ func (d podRuleDiff) signature() string {
 	return strings.Join(parts, "\n")
 }
 
-type attachmentIP struct {
-	containerID, ifName string
-	ip                  netip.Addr
-}
-
 // diffPodRules compares the rules found in one family's chains with the
-// live bindings of that family. A binding has its rules when both pieces
-// are there exactly as it would install them (interface, responder);
-// duplicates count as present, not as orphans.
+// live bindings of that family (redirect.MatchPodRules).
 func diffPodRules(owned []redirect.Owned, live []store.Binding) podRuleDiff {
-	byKey := make(map[attachmentIP]int, len(live))
-	for i, b := range live {
-		byKey[attachmentIP{b.ContainerID, b.IfName, b.IP}] = i
-	}
-	present := make([][2]bool, len(live)) // nat, filter
+	m := redirect.MatchPodRules(owned, live)
 	var d podRuleDiff
-	for _, o := range owned {
-		i, ok := byKey[attachmentIP{o.ContainerID, o.IfName, o.IP}]
-		if !ok || !o.Is(redirect.RuleFor(live[i])) {
+	for j, o := range owned {
+		if m.Owner[j] < 0 {
 			d.orphans = append(d.orphans, o)
-			continue
 		}
-		present[i][map[bool]int{true: 0, false: 1}[o.Chain == redirect.NATChain]] = true
 	}
-	for i, b := range live {
-		switch p := present[i]; {
-		case p[0] && p[1]:
-		case p[0] || p[1]:
+	for _, i := range m.Missing {
+		d.missing = append(d.missing, live[i])
+		if m.Partial[i] {
 			if d.partial == nil {
 				d.partial = map[netip.Addr]bool{}
 			}
-			d.partial[b.IP] = true
-			fallthrough
-		default:
-			d.missing = append(d.missing, b)
+			d.partial[live[i].IP] = true
 		}
 	}
 	return d
