@@ -128,7 +128,7 @@ func BenchmarkIdentityUncached(b *testing.B) {
 }
 
 // benchLookup measures store.View.Lookup with n bindings in a real store:
-// the generation check (one stat, one pread) and the map lookup.
+// the generation check (one load from the mapped counter) and the map lookup.
 func benchLookup(b *testing.B, n int) {
 	dir := b.TempDir()
 	s, err := store.Open(dir, 5*time.Second)

@@ -253,7 +253,9 @@ func TestViewConcurrentLookupsDuringWrites(t *testing.T) {
 }
 
 // A state directory wiped and recreated under a running reader (reinstall)
-// is noticed even though the new counter restarts.
+// is noticed even though the new counter restarts: the reader's mapping
+// still shows the old file, so it is noticed at the next check of the name,
+// at most inodeCheckEvery later (generation.go).
 func TestViewNoticesARecreatedStateDir(t *testing.T) {
 	dir := t.TempDir()
 	v := NewView(dir, time.Second)
@@ -269,8 +271,24 @@ func TestViewNoticesARecreatedStateDir(t *testing.T) {
 		}
 	}
 	update(t, dir, func(tx *Tx) error { return tx.Put(binding(ip.String(), "c-b", "b")) })
-	if b, ok, err := v.Lookup(ip); !ok || b.Pod != "b" {
-		t.Fatalf("after wipe: %+v %v %v; want pod b", b, ok, err)
+	waitForPod(t, v, ip, "b", "after wipe")
+}
+
+// waitForPod polls v until ip is bound to pod, and fails if that takes
+// longer than a replaced generation file may go unnoticed (with room for a
+// slow machine).
+func waitForPod(t *testing.T, v *View, ip netip.Addr, pod, what string) {
+	t.Helper()
+	start := time.Now()
+	for {
+		b, ok, err := v.Lookup(ip)
+		if ok && err == nil && b.Pod == pod {
+			return
+		}
+		if time.Since(start) > inodeCheckEvery+time.Second {
+			t.Fatalf("%s: Lookup = %+v %v %v after %v; want pod %s", what, b, ok, err, time.Since(start), pod)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

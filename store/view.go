@@ -71,8 +71,9 @@ func Read(dir string, timeout time.Duration, fn func(*Tx) error) error {
 }
 
 // View is a long-lived reader's in-memory copy of the bindings that is
-// never stale: every Lookup first compares the generation counter (one
-// pread) and reloads when a write has committed since the copy was made.
+// never stale: every Lookup first compares the generation counter (one load
+// from a shared mapping, see generation.go) and reloads when a write has
+// committed since the copy was made.
 // So once a plugin's ADD or DEL has returned, every later Lookup sees it.
 type View struct {
 	dir     string
@@ -250,5 +251,5 @@ func (v *View) reload() (reloaded, error) {
 	return res.Val.(reloaded), nil
 }
 
-// Close releases the generation file.
+// Close releases the generation file's mapping.
 func (v *View) Close() { v.gen.close() }
