@@ -13,8 +13,7 @@ import (
 )
 
 // WatchInterval is how often Watch looks for new and gone bindings: one
-// stat and one pread of the store's generation counter when nothing
-// changed.
+// load of the store's mapped generation counter when nothing changed.
 const WatchInterval = 100 * time.Millisecond
 
 // Watch keeps the token cache in step with the bindings until ctx is done:

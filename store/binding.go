@@ -4,7 +4,8 @@
 // read it. The file is a bbolt database under the state directory, guarded by
 // a separate gate lock (see lock.go) so that readers never starve the plugin,
 // and paired with a generation file (see generation.go) so that readers can
-// tell in one pread whether anything changed since they last looked.
+// tell with one load from a shared mapping whether anything changed since
+// they last looked.
 package store
 
 import (

@@ -52,7 +52,7 @@ func RunChecks(checks []Check) (results []Result, ready bool) {
 
 // StoreCheck passes while the binding store is readable: a read of the
 // responder's view (store.View) succeeds. It rereads only after a write
-// (one pread otherwise).
+// (one load of the mapped generation counter otherwise).
 func StoreCheck(view interface{ Len() (int, error) }) Check {
 	return Check{Name: "store", Run: func() (string, error) {
 		if _, err := view.Len(); err != nil {
