@@ -46,6 +46,20 @@ func TestResponderReady(t *testing.T) {
 		{"no check lines", readyz(500, "boom"), "500 Internal Server Error"},
 		{"refused", refused, "connection refused"},
 		{"timeout", hung.Listener.Addr().String(), "not reachable"},
+		// Answers net/http would also refuse or cut short.
+		{"not http", raw(t, "SSH-2.0-OpenSSH_9.6\r\n"), "not an HTTP/1.x answer"},
+		{"http/2 preface", raw(t, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), "not an HTTP/1.x answer"},
+		{"bad code", raw(t, "HTTP/1.1 2x0 OK\r\n\r\n"), "not an HTTP/1.x answer"},
+		{"short code", raw(t, "HTTP/1.1 20 OK\r\n\r\n"), "not an HTTP/1.x answer"},
+		{"closed at once", raw(t, ""), "no HTTP answer: EOF"},
+		{"cut in the status line", raw(t, "HTTP/1.1 200"), "unexpected EOF"},
+		{"cut in the headers", raw(t, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"), "unexpected EOF"},
+		{"endless headers", raw(t, "HTTP/1.1 200 OK\r\n"+strings.Repeat("X-Pad: "+strings.Repeat("a", 1000)+"\r\n", 20)), "too long"},
+		{"endless header line", raw(t, "HTTP/1.1 200 OK\r\nX-Pad: "+strings.Repeat("a", 20000)), "too long"},
+		{"status only, then silence", rawHung(t, "HTTP/1.1 200 OK\r\n"), "not reachable"},
+		{"bare LF, HTTP/1.0", raw(t, "HTTP/1.0 200 OK\nContent-Type: text/plain\n\nok"), ""},
+		{"ready, body never read", raw(t, "HTTP/1.1 200 OK\r\n\r\n"+strings.Repeat("x", 1<<20)), ""},
+		{"failed line past 64 KiB is not read", raw(t, "HTTP/1.1 503 Service Unavailable\r\n\r\n"+strings.Repeat("[+]x ok\n", 9000)+"[-]late failed\n"), "503 Service Unavailable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			start := time.Now()
@@ -64,6 +78,41 @@ func TestResponderReady(t *testing.T) {
 			}
 		})
 	}
+}
+
+// raw serves one fixed answer (then closes) to every connection, whatever
+// the request.
+func raw(t *testing.T, answer string) string { return rawServer(t, answer, false) }
+
+// rawHung writes answer and then holds the connection open.
+func rawHung(t *testing.T, answer string) string { return rawServer(t, answer, true) }
+
+func rawServer(t *testing.T, answer string, hang bool) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+				c.Read(make([]byte, 4096)) // the request, if any
+				c.Write([]byte(answer))
+				if hang {
+					<-done
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
 }
 
 // With requireResponder, STATUS answers CNI error 50 naming the responder

@@ -4,6 +4,7 @@
 // netns so both see the same machine at the same moment. `make bench` runs
 // it as root. BENCH_KEEP_LOG=FILE keeps the plugin's log (one line per
 // verb with its own time in "ms") for a look at where ADD spends it.
+// With -startup it measures only the plugin's start-up (startup.go).
 package main
 
 import (
@@ -26,8 +27,22 @@ func main() {
 	pods := flag.Int("pods", 50, "pods per chain")
 	binDir := flag.String("bin", "bin", "directory with the metabind binary")
 	cniDir := flag.String("cni", ".cache/cni/bin", "directory with the reference CNI plugins")
+	startupOnly := flag.Bool("startup", false, "only measure start-up: VERSION against an empty Go program (no root needed)")
+	rounds := flag.Int("rounds", 10, "with -startup: alternating rounds")
+	execs := flag.Int("execs", 20, "with -startup: execs per binary per round")
+	var also []string
+	flag.Func("startup-also", "with -startup: another binary to compare, NAME=PATH (repeatable)", func(s string) error {
+		also = append(also, s)
+		return nil
+	})
 	flag.Parse()
-	if err := run(*pods, *binDir, *cniDir); err != nil {
+	err := error(nil)
+	if *startupOnly {
+		err = startup(*binDir, *cniDir, *rounds, *execs, also)
+	} else {
+		err = run(*pods, *binDir, *cniDir)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchplugin:", err)
 		os.Exit(1)
 	}
