@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -55,9 +54,8 @@ func load(base string, w workload, pods []pod, clients int, d time.Duration) (re
 			own = []pod{pods[c%len(pods)]}
 		}
 		for _, p := range own {
-			dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: p.ip.AsSlice()}, Timeout: 5 * time.Second}
 			s.transports = append(s.transports, &http.Transport{
-				DialContext:         dialer.DialContext,
+				DialContext:         p.dialContext,
 				MaxIdleConnsPerHost: 1,
 				DisableCompression:  true,
 			})

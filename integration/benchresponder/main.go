@@ -15,7 +15,12 @@
 // responder identifies callers exactly as it does pods behind their veths.
 // It needs no privileges, but `make bench` runs it as root with the rest.
 //
+// With -dnat (root) it measures instead what pods pay on the real path:
+// clients in pod network namespaces, their metadata traffic DNATed and
+// source-checked by metabind's own rules (dnat.go).
+//
 //	go run ./integration/benchresponder -bin bin
+//	go run ./integration/benchresponder -bin bin -dnat -cni .cache/cni/bin
 package main
 
 import (
@@ -35,6 +40,8 @@ func main() {
 	clients := flag.Int("clients", 64, "concurrent keep-alive clients")
 	memDuration := flag.Duration("mem-duration", 10*time.Second, "steady load before the responder's RSS is read")
 	ceiling := flag.String("ceiling", "", "internal: serve the ceiling handler on this address and nothing else")
+	dnat := flag.Bool("dnat", false, "only measure through metabind's DNAT: pods in network namespaces (root; needs the plugin in -bin and -cni)")
+	cniDir := flag.String("cni", ".cache/cni/bin", "with -dnat: directory with the reference CNI plugins")
 	flag.Parse()
 	if *ceiling != "" {
 		serveCeiling(*ceiling)
@@ -61,7 +68,11 @@ func main() {
 		b.stopAll()
 		os.Exit(130)
 	}()
-	err = b.run()
+	if *dnat {
+		err = b.runDNAT(*binDir, *cniDir)
+	} else {
+		err = b.run()
+	}
 	b.stopAll()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "benchresponder:", err)

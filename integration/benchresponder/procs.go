@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/metabind/metabind/store"
 )
@@ -51,10 +54,28 @@ func serveCeiling(addr string) {
 	}
 }
 
-// pod is one source address with a binding.
+// pod is one source address with a binding: a loopback address, or with
+// netns set a real pod's network namespace, whose connections are made
+// inside it (its own address, its own routes, the node's DNAT).
 type pod struct {
-	ip  netip.Addr
-	uid string
+	ip    netip.Addr
+	uid   string
+	netns ns.NetNS
+}
+
+func (p pod) dialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if p.netns == nil {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: p.ip.AsSlice()}, Timeout: 5 * time.Second}
+		return d.DialContext(ctx, network, addr)
+	}
+	var conn net.Conn
+	err := p.netns.Do(func(ns.NetNS) error {
+		d := net.Dialer{Timeout: 5 * time.Second}
+		var err error
+		conn, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return conn, err
 }
 
 // loadPods are the pods load comes from: 127.0.0.1 and on.
@@ -146,7 +167,7 @@ func (b *bench) startResponder(dir string) (*server, error) {
 	// 127.0.0.1:9988 may be taken (by a node's own metabind among others).
 	cmd := exec.Command(b.bin, "--state-dir", dir, "--listen", addr,
 		"--config", filepath.Join(dir, "responder.yaml"), "--log-level", "info", "--admin-listen", "")
-	return b.start("responder", cmd, addr)
+	return b.start("responder", cmd, addr, nil)
 }
 
 // startCeiling runs this program again as the ceiling server.
@@ -160,10 +181,12 @@ func (b *bench) startCeiling() (*server, error) {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	return b.start("ceiling", exec.Command(self, "-ceiling", addr), addr)
+	return b.start("ceiling", exec.Command(self, "-ceiling", addr), addr, nil)
 }
 
-func (b *bench) start(name string, cmd *exec.Cmd, addr string) (*server, error) {
+// start runs cmd, a server listening on addr, and waits until it answers
+// probe's GET / (nil: a client in this network namespace).
+func (b *bench) start(name string, cmd *exec.Cmd, addr string, probe *http.Client) (*server, error) {
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return nil, err
@@ -179,7 +202,10 @@ func (b *bench) start(name string, cmd *exec.Cmd, addr string) (*server, error) 
 	b.mu.Lock()
 	b.running = append(b.running, s)
 	b.mu.Unlock()
-	if err := s.waitReady(10 * time.Second); err != nil {
+	if probe == nil {
+		probe = &http.Client{Timeout: time.Second}
+	}
+	if err := s.waitReady(probe, 10*time.Second); err != nil {
 		b.stop(s)
 		return nil, fmt.Errorf("%s (%s): %w", name, strings.Join(cmd.Args, " "), err)
 	}
@@ -187,8 +213,7 @@ func (b *bench) start(name string, cmd *exec.Cmd, addr string) (*server, error) 
 }
 
 // waitReady polls / until the server answers.
-func (s *server) waitReady(timeout time.Duration) error {
-	c := &http.Client{Timeout: time.Second}
+func (s *server) waitReady(c *http.Client, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		select {
