@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -276,22 +275,7 @@ func (n *dnatNode) others(count int) error {
 		b := bs[i]
 		rules[i] = redirect.Rule{HostInterface: b.HostInterface, IP: b.IP, Responder: b.Responder, ContainerID: b.ContainerID, IfName: b.IfName}
 	}
-	st, err := store.Open(n.stateDir, 10*time.Second)
-	if err != nil {
-		return err
-	}
-	err = st.Update(func(tx *store.Tx) error {
-		for _, b := range bs {
-			if err := tx.Put(b); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if cerr := st.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := putAll(n.stateDir, bs); err != nil {
 		return err
 	}
 	return n.ns.Do(func(ns.NetNS) error { return rd.AddBatch(rules, false) })
@@ -304,16 +288,8 @@ func (n *dnatNode) command(name string, args ...string) *exec.Cmd {
 
 // client connects from the node netns itself.
 func (n *dnatNode) client() *http.Client {
-	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var conn net.Conn
-		err := n.ns.Do(func(ns.NetNS) error {
-			var err error
-			conn, err = (&net.Dialer{Timeout: time.Second}).DialContext(ctx, network, addr)
-			return err
-		})
-		return conn, err
-	}
-	return &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}, Timeout: time.Second}
+	in := pod{netns: n.ns}
+	return &http.Client{Transport: &http.Transport{DialContext: in.dialContext, DisableKeepAlives: true}, Timeout: time.Second}
 }
 
 // close DELs the pods and removes the namespaces; errors are reported, not

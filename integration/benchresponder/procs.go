@@ -99,26 +99,38 @@ func memPods(n int) []pod {
 // writeStore creates a state directory whose store binds pods and, up to
 // total bindings, filler pods in 10.0.0.0/8 that send nothing.
 func writeStore(dir string, pods []pod, total int) error {
+	now := time.Now()
+	bs := make([]store.Binding, max(total, len(pods)))
+	for i := range bs {
+		b := store.Binding{IfName: "eth0", Namespace: "bench", Created: now}
+		if i < len(pods) {
+			b.IP, b.PodUID = pods[i].ip, pods[i].uid
+			b.ContainerID = "load-" + pods[i].uid
+			b.Pod = "load-" + strconv.Itoa(i)
+		} else {
+			b.IP = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+			b.PodUID = fmt.Sprintf("uid-filler-%06d", i)
+			b.ContainerID = "filler-" + b.PodUID
+			b.Pod = "filler-" + strconv.Itoa(i)
+		}
+		b.HostInterface = "veth" + strconv.Itoa(i)
+		b.Responder = netip.MustParseAddrPort("127.0.0.1:988")
+		bs[i] = b
+	}
+	if err := putAll(dir, bs); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "responder.yaml"), []byte(responderConfig), 0o600)
+}
+
+// putAll writes bs to the store under dir in one transaction.
+func putAll(dir string, bs []store.Binding) error {
 	s, err := store.Open(dir, 10*time.Second)
 	if err != nil {
 		return err
 	}
-	now := time.Now()
 	err = s.Update(func(tx *store.Tx) error {
-		for i := range max(total, len(pods)) {
-			b := store.Binding{IfName: "eth0", Namespace: "bench", Created: now}
-			if i < len(pods) {
-				b.IP, b.PodUID = pods[i].ip, pods[i].uid
-				b.ContainerID = "load-" + pods[i].uid
-				b.Pod = "load-" + strconv.Itoa(i)
-			} else {
-				b.IP = netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
-				b.PodUID = fmt.Sprintf("uid-filler-%06d", i)
-				b.ContainerID = "filler-" + b.PodUID
-				b.Pod = "filler-" + strconv.Itoa(i)
-			}
-			b.HostInterface = "veth" + strconv.Itoa(i)
-			b.Responder = netip.MustParseAddrPort("127.0.0.1:988")
+		for _, b := range bs {
 			if err := tx.Put(b); err != nil {
 				return err
 			}
@@ -131,7 +143,7 @@ func writeStore(dir string, pods []pod, total int) error {
 	if err != nil {
 		return fmt.Errorf("write store %s: %w", dir, err)
 	}
-	return os.WriteFile(filepath.Join(dir, "responder.yaml"), []byte(responderConfig), 0o600)
+	return nil
 }
 
 // server is a running responder or ceiling process.
