@@ -15,12 +15,25 @@ type Owned struct {
 	IfName       string
 	IP           netip.Addr
 	Interface    string // -i or --physdev-in
+	Bridged      bool   // Interface is a bridge port (--physdev-in)
+	// To is where a DNAT piece sends the pod's traffic (--to-destination).
+	To netip.AddrPort
 }
 
 // Is reports whether o is the piece of rule that lives in o's chain.
 func (o Owned) Is(rule Rule) bool {
 	return o.ContainerID == rule.ContainerID && o.IfName == rule.IfName && o.IP == rule.IP && o.Interface == rule.HostInterface &&
-		(o.Chain != NATChain || containsPair(o.Spec, "--to-destination", rule.Responder.String()))
+		(o.Chain != NATChain || o.to() == rule.Responder)
+}
+
+// to is where a DNAT piece sends traffic: To, or read from the spec.
+func (o Owned) to() netip.AddrPort {
+	if o.To.IsValid() {
+		return o.To
+	}
+	v, _ := valueOf(o.Spec, "--to-destination")
+	a, _ := netip.ParseAddrPort(v)
+	return a
 }
 
 func (o Owned) String() string {
@@ -90,7 +103,10 @@ func parseOwned(spec []string) (Owned, bool) {
 	if in, ok := valueOf(spec, "-i"); ok {
 		o.Interface = in
 	} else if in, ok := valueOf(spec, "--physdev-in"); ok {
-		o.Interface = in
+		o.Interface, o.Bridged = in, true
+	}
+	if to, ok := valueOf(spec, "--to-destination"); ok {
+		o.To, _ = netip.ParseAddrPort(to)
 	}
 	o.Spec = spec
 	return o, o.IP.IsValid() && o.Interface != ""

@@ -228,3 +228,79 @@ func isExists(err error) bool {
 	var e *iptables.Error
 	return errors.As(err, &e) && e.ExitStatus() == 1 && strings.Contains(e.Error(), "exists")
 }
+
+// Name is the backend's name as store.Base records it.
+func (r *Redirect) Name() string { return BackendIPTables }
+
+// SetAfterPiece sets the crash tests' checkpoint (AfterPiece).
+func (r *Redirect) SetAfterPiece(f func()) { r.AfterPiece = f }
+
+// Present reports whether any of metabind's chains exists in this
+// family's tables.
+func (r *Redirect) Present() (bool, error) {
+	for _, tc := range [][2]string{{"nat", NATChain}, {"filter", SourceChain}, {"filter", FilterChain}} {
+		_, ok, err := r.listRules(tc[0], tc[1])
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// RemoveAll removes every rule of metabind's from the built-in chains
+// (the jumps and the REJECT of every base, found by their comments), then
+// metabind's chains with their per-pod rules. The jumps go first, so no
+// moment has a jump to a missing chain.
+func (r *Redirect) RemoveAll() error {
+	for _, tc := range [][2]string{{"nat", "PREROUTING"}, {"filter", "INPUT"}, {"filter", "FORWARD"}} {
+		lines, _, err := r.listRules(tc[0], tc[1])
+		if err != nil {
+			return err
+		}
+		for _, l := range lines {
+			if !isMetabinds(l) {
+				continue
+			}
+			spec, ok := ruleFromListing(l)
+			if !ok {
+				continue
+			}
+			if err := r.tables.Delete(tc[0], tc[1], spec...); err != nil && !isNotExist(err) {
+				return fmt.Errorf("remove %s from %s %s: %w", l, tc[0], tc[1], err)
+			}
+		}
+	}
+	for _, tc := range [][2]string{{"nat", NATChain}, {"filter", SourceChain}, {"filter", FilterChain}} {
+		if err := r.clearAndDeleteChain(tc[0], tc[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clearAndDeleteChain removes a chain of metabind's with its rules; a
+// missing one is fine.
+func (r *Redirect) clearAndDeleteChain(table, chain string) error {
+	lines, ok, err := r.listRules(table, chain)
+	if err != nil || !ok {
+		return err
+	}
+	for _, l := range lines {
+		if spec, ok := ruleFromListing(l); ok {
+			if err := r.tables.Delete(table, chain, spec...); err != nil && !isNotExist(err) {
+				return fmt.Errorf("empty %s %s: %w", table, chain, err)
+			}
+		}
+	}
+	if d, ok := r.tables.(interface {
+		DeleteChain(table, chain string) error
+	}); ok {
+		if err := d.DeleteChain(table, chain); err != nil && !isNotExist(err) {
+			return fmt.Errorf("delete %s %s: %w", table, chain, err)
+		}
+	}
+	return nil
+}
