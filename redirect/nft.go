@@ -33,7 +33,7 @@ import (
 //	table bridge metabind4 (metabind6)
 //	  set ports { ifname . ipv4_addr }  (bridge port, pod IP) bound
 //	  chain prerouting { type filter hook prerouting priority -200 }
-//	    ip to A or the responder, (iifname . ip saddr) not in @ports: reject
+//	    ip to A or the responder, (iifname . ip saddr) not in @ports: drop
 //
 // A pod's ADD is one netlink transaction adding its elements, its DEL one
 // deleting them: nothing grows with the number of pods but the sets' hash
@@ -341,11 +341,11 @@ func (n *NFT) owned(set string, el nftables.SetElement) (Owned, bool) {
 	}
 	att, host, _ := strings.Cut(el.Comment, " ")
 	o.Spec = []string{"element", set, el.Comment}
-	parsed, ok := parseOwned([]string{"--comment", att, "-s", "::/0", "-i", "x"})
-	if !ok {
+	var ok bool
+	if o.ContainerID, o.IfName, ok = parseComment(att); !ok {
 		return o, false
 	}
-	o.ContainerID, o.IfName, o.Interface = parsed.ContainerID, parsed.IfName, host
+	o.Interface = host
 	key := el.Key
 	if len(key) == unix.IFNAMSIZ+int(n.f.alen) {
 		o.Interface = string(bytes.TrimRight(key[:unix.IFNAMSIZ], "\x00"))

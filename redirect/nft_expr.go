@@ -144,16 +144,17 @@ func (f fam) baseRules(redirected []netip.AddrPort, responder netip.AddrPort) []
 	for _, a := range append(redirected, responder) {
 		out = append(out, nftRule{true, nftPrerouting, "metabind: only a bound bridge port and address to " + a.String(),
 			join(f.bridgeFrame(), f.toDest(a), f.ifaceSaddr(),
-				[]expr.Any{&expr.Lookup{SourceRegister: regKey, SetName: nftSetPorts, Invert: true}, reject()})})
+				[]expr.Any{&expr.Lookup{SourceRegister: regKey, SetName: nftSetPorts, Invert: true}, &expr.Verdict{Kind: expr.VerdictDrop}})})
 	}
 	return out
 }
 
 // bridgeFrame matches frames of the family's ether type (the bridge table
-// sees every frame).
+// sees every frame). The bridge family drops rather than rejects: its
+// reject needs nft_reject_bridge, which kernels may lack.
 func (f fam) bridgeFrame() []expr.Any {
 	return []expr.Any{
-		&expr.Payload{DestRegister: regKey, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+		&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: regKey},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: regKey, Data: portBytes(f.ether)},
 	}
 }

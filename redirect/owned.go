@@ -84,15 +84,9 @@ func parseOwned(spec []string) (Owned, bool) {
 	if !ok {
 		return o, false
 	}
-	att, ok := strings.CutPrefix(comment, CommentPrefix)
-	if !ok || strings.ContainsAny(att, " \"") {
+	if o.ContainerID, o.IfName, ok = parseComment(comment); !ok {
 		return o, false
 	}
-	i := strings.LastIndexByte(att, '/')
-	if i <= 0 || i == len(att)-1 {
-		return o, false
-	}
-	o.ContainerID, o.IfName = att[:i], att[i+1:]
 	if src, ok := valueOf(spec, "-s"); ok {
 		if p, err := netip.ParsePrefix(src); err == nil && p.IsSingleIP() {
 			o.IP = p.Addr()
@@ -110,6 +104,20 @@ func parseOwned(spec []string) (Owned, bool) {
 	}
 	o.Spec = spec
 	return o, o.IP.IsValid() && o.Interface != ""
+}
+
+// parseComment reads the attachment a per-pod comment names
+// ("metabind:<containerID>/<ifname>", no spaces).
+func parseComment(comment string) (containerID, ifName string, ok bool) {
+	att, ok := strings.CutPrefix(comment, CommentPrefix)
+	if !ok || strings.ContainsAny(att, " \"") {
+		return "", "", false
+	}
+	i := strings.LastIndexByte(att, '/')
+	if i <= 0 || i == len(att)-1 {
+		return "", "", false
+	}
+	return att[:i], att[i+1:], true
 }
 
 func valueOf(spec []string, flag string) (string, bool) {
