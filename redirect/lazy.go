@@ -74,10 +74,10 @@ func (l *lazyTables) NewChain(table, chain string) error {
 	return ipt.NewChain(table, chain)
 }
 
-func (l *lazyTables) DeleteChain(table, chain string) error {
+func (l *lazyTables) ClearAndDeleteChain(table, chain string) error {
 	ipt, err := l.get()
 	if err != nil {
 		return err
 	}
-	return ipt.DeleteChain(table, chain)
+	return ipt.ClearAndDeleteChain(table, chain)
 }
