@@ -184,15 +184,22 @@ func (n *NFT) tableFor(set string) *nftables.Table {
 	return n.ipTable()
 }
 
-// put queues elements' addition (del: deletion) on c.
+// put queues elements' addition (del: deletion) on c: one message per
+// set.
 func (n *NFT) put(c *nftables.Conn, els []element, del bool) error {
+	bySet := map[string][]nftables.SetElement{}
 	for _, e := range els {
-		s := n.set(e.set)
+		bySet[e.set] = append(bySet[e.set], e.el)
+	}
+	for _, s := range n.sets() {
+		if len(bySet[s.Name]) == 0 {
+			continue
+		}
 		var err error
 		if del {
-			err = c.SetDeleteElements(s, []nftables.SetElement{e.el})
+			err = c.SetDeleteElements(s, bySet[s.Name])
 		} else {
-			err = c.SetAddElements(s, []nftables.SetElement{e.el})
+			err = c.SetAddElements(s, bySet[s.Name])
 		}
 		if err != nil {
 			return err
@@ -201,18 +208,32 @@ func (n *NFT) put(c *nftables.Conn, els []element, del bool) error {
 	return nil
 }
 
-// apply runs the elements of rules as one transaction.
+// chunk is how many rules' elements one transaction carries: a netlink
+// batch must fit the socket's send buffer. A pod's ADD or DEL is one
+// transaction; only bulk repairs (a seed, a GC) take more.
+const chunk = 200
+
+// apply runs the elements of rules as transactions of chunk rules each.
 func (n *NFT) apply(rules []Rule, del bool) error {
-	c, err := n.dial()
-	if err != nil {
-		return err
-	}
-	for _, r := range rules {
-		if err := n.put(c, r.elements(), del); err != nil {
+	for len(rules) > 0 {
+		k := min(len(rules), chunk)
+		c, err := n.dial()
+		if err != nil {
 			return err
 		}
+		var els []element
+		for _, r := range rules[:k] {
+			els = append(els, r.elements()...)
+		}
+		if err := n.put(c, els, del); err != nil {
+			return err
+		}
+		if err := c.Flush(); err != nil {
+			return err
+		}
+		rules = rules[k:]
 	}
-	return c.Flush()
+	return nil
 }
 
 // AddBatch adds the elements of rules in one transaction; with verify it
@@ -387,21 +408,27 @@ func (n *NFT) Delete(o Owned) error {
 // DeleteBatch removes listed elements in one transaction (ErrBatch if
 // any is gone).
 func (n *NFT) DeleteBatch(owned []Owned) error {
-	c, err := n.dial()
-	if err != nil {
-		return err
-	}
-	for _, o := range owned {
-		e, ok := n.element(o)
-		if !ok {
-			return fmt.Errorf("%w: %s is not an nftables element of metabind's", ErrBatch, o)
-		}
-		if err := n.put(c, []element{e}, true); err != nil {
+	for len(owned) > 0 {
+		k := min(len(owned), chunk)
+		c, err := n.dial()
+		if err != nil {
 			return err
 		}
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("%w: nftables: %v", ErrBatch, err)
+		var els []element
+		for _, o := range owned[:k] {
+			e, ok := n.element(o)
+			if !ok {
+				return fmt.Errorf("%w: %s is not an nftables element of metabind's", ErrBatch, o)
+			}
+			els = append(els, e)
+		}
+		if err := n.put(c, els, true); err != nil {
+			return err
+		}
+		if err := c.Flush(); err != nil {
+			return fmt.Errorf("%w: nftables: %v", ErrBatch, err)
+		}
+		owned = owned[k:]
 	}
 	return nil
 }

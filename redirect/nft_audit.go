@@ -165,6 +165,20 @@ func (n *NFT) EnsureBaseWith(seed []Rule) ([]string, error) {
 	for _, ch := range d.chains {
 		c.AddChain(ch)
 	}
+	if d.freshTable && len(seed) > 0 {
+		// Tables, sets and empty chains first (an empty chain does
+		// nothing), then the seed's elements, then the rules at once: the
+		// base takes effect with every seed element in place.
+		if err := c.Flush(); err != nil {
+			return d.problems, fmt.Errorf("nftables: install base: %w", err)
+		}
+		if err := n.apply(seed, false); err != nil {
+			return d.problems, fmt.Errorf("nftables: seed the base: %w", err)
+		}
+		if c, err = n.dial(); err != nil {
+			return d.problems, err
+		}
+	}
 	for _, r := range d.foreign {
 		if err := c.DelRule(r); err != nil {
 			return d.problems, err
@@ -183,13 +197,6 @@ func (n *NFT) EnsureBaseWith(seed []Rule) ([]string, error) {
 		}
 		c.AddRule(&nftables.Rule{Table: n.chain(r.bridge, r.chain).Table, Chain: n.chain(r.bridge, r.chain), Exprs: r.exprs,
 			UserData: userdata.AppendString(nil, userdata.TypeComment, r.comment)})
-	}
-	if d.freshTable {
-		for _, r := range seed {
-			if err := n.put(c, r.elements(), false); err != nil {
-				return d.problems, err
-			}
-		}
 	}
 	if err := c.Flush(); err != nil {
 		return d.problems, fmt.Errorf("nftables: install base: %w", err)
