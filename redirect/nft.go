@@ -208,30 +208,35 @@ func (n *NFT) put(c *nftables.Conn, els []element, del bool) error {
 	return nil
 }
 
-// chunk is how many rules' elements one transaction carries: a netlink
-// batch must fit the socket's send buffer. A pod's ADD or DEL is one
-// transaction; only bulk repairs (a seed, a GC) take more.
-const chunk = 200
+// chunk is how many elements one transaction carries: a netlink batch
+// must fit the socket's buffers. A pod's ADD or DEL is one transaction;
+// only bulk repairs (a seed, a GC) take more.
+const chunk = 600
 
-// apply runs the elements of rules as transactions of chunk rules each.
+// apply adds (del: deletes) the elements of rules.
 func (n *NFT) apply(rules []Rule, del bool) error {
-	for len(rules) > 0 {
-		k := min(len(rules), chunk)
+	var els []element
+	for _, r := range rules {
+		els = append(els, r.elements()...)
+	}
+	return n.commit(els, del)
+}
+
+// commit adds (del: deletes) elements in transactions of chunk each.
+func (n *NFT) commit(els []element, del bool) error {
+	for len(els) > 0 {
+		k := min(len(els), chunk)
 		c, err := n.dial()
 		if err != nil {
 			return err
 		}
-		var els []element
-		for _, r := range rules[:k] {
-			els = append(els, r.elements()...)
-		}
-		if err := n.put(c, els, del); err != nil {
+		if err := n.put(c, els[:k], del); err != nil {
 			return err
 		}
 		if err := c.Flush(); err != nil {
 			return err
 		}
-		rules = rules[k:]
+		els = els[k:]
 	}
 	return nil
 }
@@ -408,27 +413,15 @@ func (n *NFT) Delete(o Owned) error {
 // DeleteBatch removes listed elements in one transaction (ErrBatch if
 // any is gone).
 func (n *NFT) DeleteBatch(owned []Owned) error {
-	for len(owned) > 0 {
-		k := min(len(owned), chunk)
-		c, err := n.dial()
-		if err != nil {
-			return err
+	els := make([]element, len(owned))
+	for i, o := range owned {
+		var ok bool
+		if els[i], ok = n.element(o); !ok {
+			return fmt.Errorf("%w: %s is not an nftables element of metabind's", ErrBatch, o)
 		}
-		var els []element
-		for _, o := range owned[:k] {
-			e, ok := n.element(o)
-			if !ok {
-				return fmt.Errorf("%w: %s is not an nftables element of metabind's", ErrBatch, o)
-			}
-			els = append(els, e)
-		}
-		if err := n.put(c, els, true); err != nil {
-			return err
-		}
-		if err := c.Flush(); err != nil {
-			return fmt.Errorf("%w: nftables: %v", ErrBatch, err)
-		}
-		owned = owned[k:]
+	}
+	if err := n.commit(els, true); err != nil {
+		return fmt.Errorf("%w: nftables: %v", ErrBatch, err)
 	}
 	return nil
 }
