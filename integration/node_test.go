@@ -312,7 +312,7 @@ func (n *node) run(t *testing.T, name string, args ...string) string {
 // natRules lists metabind's per-pod redirect rules on the node.
 func (n *node) natRules(t *testing.T) string {
 	if n.backend == redirect.BackendNFTables {
-		return n.run(t, "nft", "list", "map", "ip", redirect.NFTTable, "dnat")
+		return n.run(t, "nft", "list", "map", "ip", redirect.NFTTable, "pod_dnat")
 	}
 	return n.run(t, "iptables", "-t", "nat", "-S", "METABIND-DNAT")
 }

@@ -17,19 +17,19 @@ import (
 // part of the node's state: never rename them.
 //
 //	table ip metabind (ip6 metabind for IPv6)
-//	  map dnat    { ifname . ipv4_addr : ipv4_addr . inet_service }  (veth, pod IP) -> responder
-//	  set source  { ifname . ipv4_addr }                             (veth, pod IP) bound
-//	  map bdnat   { ipv4_addr : ipv4_addr . inet_service }           bridged pod IP -> responder
-//	  set bsource { ipv4_addr }                                      bridged pod IP bound
+//	  map pod_dnat    { ifname . ipv4_addr : ipv4_addr . inet_service }  (veth, pod IP) -> responder
+//	  set pod_src     { ifname . ipv4_addr }                             (veth, pod IP) bound
+//	  map bridge_dnat { ipv4_addr : ipv4_addr . inet_service }           bridged pod IP -> responder
+//	  set bridge_src  { ipv4_addr }                                      bridged pod IP bound
 //	  chain prerouting { type nat hook prerouting priority dstnat - 10 }
-//	    per redirected address A: A from (iifname . ip saddr) in @dnat, or from a
-//	    bridge with ip saddr in @bdnat: dnat to the mapped responder
+//	    per redirected address A: A from (iifname . ip saddr) in @pod_dnat, or from a
+//	    bridge with ip saddr in @bridge_dnat: dnat to the mapped responder
 //	  chain input { type filter hook input priority filter - 10 }
 //	    to the responder, not from lo: jump source; to A, not from lo: reject
 //	  chain forward { type filter hook forward priority filter - 10 }
 //	    to A: reject
 //	  chain source
-//	    iifname . ip saddr @source accept; iifkind bridge, ip saddr @bsource accept; reject
+//	    iifname . ip saddr @pod_src accept; iifkind bridge, ip saddr @bridge_src accept; reject
 //	table bridge metabind4 (metabind6)
 //	  set ports { ifname . ipv4_addr }  (bridge port, pod IP) bound
 //	  chain prerouting { type filter hook prerouting priority -200 }
@@ -52,16 +52,18 @@ import (
 // interface, so the port is checked in the bridge table (physdev's job in
 // the iptables backend) and the IP side checks "came in by a bridge" and the
 // address.
+// Set names avoid nft's keywords, so `nft list map ip metabind pod_dnat`
+// works as typed.
 const (
 	NFTTable       = "metabind"
 	nftPrerouting  = "prerouting"
 	nftInput       = "input"
 	nftForward     = "forward"
 	nftSource      = "source"
-	nftSetDNAT     = "dnat"
-	nftSetSource   = "source"
-	nftSetBDNAT    = "bdnat"
-	nftSetBSource  = "bsource"
+	nftSetDNAT     = "pod_dnat"
+	nftSetSource   = "pod_src"
+	nftSetBDNAT    = "bridge_dnat"
+	nftSetBSource  = "bridge_src"
 	nftSetPorts    = "ports"
 	nftPriorityNAT = -110
 	nftPriorityFil = -10
