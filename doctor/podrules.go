@@ -88,10 +88,10 @@ func ListPodRules(stateDir string, timeout time.Duration) (PodRules, error) {
 // familyRedirect lists a family's per-pod rules, which live in fixed chains
 // whatever the base: that of a recorded base, or the defaults. IPv6 is
 // listed only when something of it is recorded (ip6tables may be missing).
-func familyRedirect(fam int, bases []store.Base, bindings []store.Binding) (*redirect.Redirect, error) {
+func familyRedirect(fam int, bases []store.Base, bindings []store.Binding) (redirect.Backend, error) {
 	for _, b := range bases {
 		if redirect.Family(b.Metadata.Addr()) == fam {
-			return redirect.New(b.Metadata, b.Responder)
+			return redirect.ForBase(b)
 		}
 	}
 	if fam == ipv4 {

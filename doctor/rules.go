@@ -52,7 +52,7 @@ func checkBaseRules(_ context.Context, n *node) Result {
 	fix := "start metabind-responder: its repair loop restores them within seconds; or run metabindctl gc"
 	var problems []string
 	for _, b := range s.bases {
-		rd, err := redirect.New(b.Metadata, b.Responder, b.Extra...)
+		rd, err := redirect.ForBase(b)
 		if err != nil {
 			return failed(fix, "base %s: %v", b.Key(), err)
 		}

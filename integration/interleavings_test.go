@@ -204,7 +204,7 @@ func TestGCOfOneNetworkKeepsTheOthersPods(t *testing.T) {
 	n.startResponder(t, responderConfig)
 	second := chain{name: "ptp", subnet: "10.197.49.0/24"}
 	other, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "second-network", "plugins": [%s,
-		{"type": "metabind", "stateDir": %q, "logFile": %q}]}`, second.mainPlugin(n.dir), n.stateDir, n.logFile)))
+		{"type": "metabind", "stateDir": %q, "logFile": %q, "backend": %q}]}`, second.mainPlugin(n.dir), n.stateDir, n.logFile, n.backend)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/metabind/metabind/plugin"
+	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/store"
 )
 
@@ -41,11 +42,25 @@ func (n *node) inconsistencies(t *testing.T) []string {
 		return []string{"store does not read: " + err.Error()}
 	}
 	count := map[string][2]int{} // containerID/ifname/ip -> rules in [nat, source]
-	for i, listing := range []string{n.listChain("nat", "METABIND-DNAT"), n.listChain("filter", "METABIND-SOURCE")} {
-		for _, m := range ruleLine.FindAllStringSubmatch(listing, -1) {
-			k := m[2] + "/" + m[3] + "/" + m[1]
+	if n.backend == redirect.BackendIPTables {
+		for i, listing := range []string{n.listChain("nat", "METABIND-DNAT"), n.listChain("filter", "METABIND-SOURCE")} {
+			for _, m := range ruleLine.FindAllStringSubmatch(listing, -1) {
+				k := m[2] + "/" + m[3] + "/" + m[1]
+				c := count[k]
+				c[i]++
+				count[k] = c
+			}
+		}
+	} else {
+		// A piece is one element per set; a bridged pod's source check is
+		// two (its address, its port), counted once.
+		perSet := map[string]int{}
+		for _, o := range n.owned(t) {
+			k := o.ContainerID + "/" + o.IfName + "/" + o.IP.String()
+			i := map[bool]int{true: 0, false: 1}[o.Chain == redirect.NATChain]
+			perSet[k+" "+o.Spec[1]]++
 			c := count[k]
-			c[i]++
+			c[i] = max(c[i], perSet[k+" "+o.Spec[1]])
 			count[k] = c
 		}
 	}
@@ -60,6 +75,48 @@ func (n *node) inconsistencies(t *testing.T) []string {
 		bad = append(bad, fmt.Sprintf("rules with no binding: %s (DNAT %d, source %d)", k, c[0], c[1]))
 	}
 	return bad
+}
+
+// backendIn is the node's IPv4 redirect backend, to be used inside n.ns.
+func (n *node) backendIn(t *testing.T) redirect.Backend {
+	t.Helper()
+	mk, err := redirect.MakerFor(n.backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := mk(metadataAddrPort, responderAddrPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rd
+}
+
+// owned lists the node's per-pod rules (IPv4) as the backend finds them.
+func (n *node) owned(t *testing.T) []redirect.Owned {
+	t.Helper()
+	var out []redirect.Owned
+	if err := n.ns.Do(func(ns.NetNS) error {
+		var err error
+		out, err = n.backendIn(t).ListOwned()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// deleteRulesOf deletes a container's per-pod rules behind metabind's
+// back.
+func (n *node) deleteRulesOf(t *testing.T, containerID string) {
+	t.Helper()
+	for _, o := range n.owned(t) {
+		if o.ContainerID != containerID {
+			continue
+		}
+		if err := n.ns.Do(func(ns.NetNS) error { return n.backendIn(t).Delete(o) }); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // listChain is `iptables -S CHAIN`, empty when the chain does not exist
@@ -172,13 +229,7 @@ func TestGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(n.natRules(t)+n.run(t, "iptables", "-S", "METABIND-SOURCE"), "\n") {
-		if strings.Contains(line, a.rt.ContainerID) {
-			f := strings.Fields(strings.ReplaceAll(line, `"`, ""))
-			table := map[bool]string{true: "nat", false: "filter"}[f[1] == "METABIND-DNAT"]
-			n.run(t, "iptables", append([]string{"-t", table, "-D", f[1]}, f[2:]...)...)
-		}
-	}
+	n.deleteRulesOf(t, a.rt.ContainerID)
 	if len(n.inconsistencies(t)) != 2 {
 		t.Fatalf("set-up: %v, want two inconsistencies", n.inconsistencies(t))
 	}

@@ -21,6 +21,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
+
+	"github.com/metabind/metabind/redirect"
 )
 
 const (
@@ -48,6 +50,8 @@ type node struct {
 	listen     string // the responder's --listen
 	// responderArgs are more flags for the responders startResponder runs.
 	responderArgs []string
+	// backend is the redirect backend the conflist's metabind runs.
+	backend string
 }
 
 // chain is the main plugin in front of metabind.
@@ -61,6 +65,21 @@ type chain struct {
 	subnet6 string
 	// cniVersion is the conflist's spec version; empty: 1.1.0.
 	cniVersion string
+	// backend is the netconf's "backend"; empty: testBackend.
+	backend string
+}
+
+// testBackend is the backend of every node whose chain names none:
+// METABIND_TEST_BACKEND, so the whole suite runs against either backend
+// (empty: the netconf's default).
+var testBackend = os.Getenv("METABIND_TEST_BACKEND")
+
+// backendOf is the backend c's node runs, as the plugin resolves it.
+func (c chain) backendOf() string {
+	if c.backend != "" {
+		return redirect.Resolve(c.backend)
+	}
+	return redirect.Resolve(testBackend)
 }
 
 // IPv6 addresses of the dual-stack set-up.
@@ -120,6 +139,13 @@ func newNode(t *testing.T, c chain) *node {
 	if cniVersion == "" {
 		cniVersion = "1.1.0"
 	}
+	if b := c.backend; b != "" || testBackend != "" {
+		if b == "" {
+			b = testBackend
+		}
+		dual += fmt.Sprintf(`, "backend": %q`, b)
+	}
+	n.backend = c.backendOf()
 	conflist := fmt.Sprintf(`{"cniVersion": %q, "name": "metabind-test", "plugins": [%s,
 		{"type": "metabind", "stateDir": %q, "logFile": %q%s, "capabilities": {"io.kubernetes.cri.pod-annotations": true}}]}`,
 		cniVersion, c.mainPlugin(n.dir), n.stateDir, n.logFile, dual)
@@ -285,6 +311,9 @@ func (n *node) run(t *testing.T, name string, args ...string) string {
 
 // natRules lists metabind's per-pod redirect rules on the node.
 func (n *node) natRules(t *testing.T) string {
+	if n.backend == redirect.BackendNFTables {
+		return n.run(t, "nft", "list", "map", "ip", redirect.NFTTable, "pod_dnat")
+	}
 	return n.run(t, "iptables", "-t", "nat", "-S", "METABIND-DNAT")
 }
 

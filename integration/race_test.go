@@ -164,7 +164,7 @@ func (n *node) invokeMetabind(command, containerID, netns, cniArgs, extra string
 // invokePlugin is invokeMetabind with the metabind binary of dir.
 func (n *node) invokePlugin(dir, command, containerID, netns, cniArgs, extra string) error {
 	// The node's network name: GC collects only its own network's bindings.
-	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": %q, "type": "metabind", "stateDir": %q, "logFile": %q`, n.list.Name, n.stateDir, n.logFile)
+	conf := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": %q, "type": "metabind", "stateDir": %q, "logFile": %q, "backend": %q`, n.list.Name, n.stateDir, n.logFile, n.backend)
 	if extra != "" {
 		conf += ", " + extra
 	}

@@ -63,7 +63,7 @@ func (p *Plugin) add(c *call) error {
 	added, err := p.redirect(c, rds, want, hadRule)
 	if err == nil {
 		for _, old := range superseded {
-			var rd *redirect.Redirect
+			var rd redirect.Backend
 			if rd, err = rds.For(old.IP); err == nil {
 				err = rd.Remove(ruleOf(old))
 			}
@@ -91,7 +91,7 @@ func (p *Plugin) redirect(c *call, rds *redirect.Set, want []store.Binding, hadR
 	var added []redirect.Rule
 	for _, fam := range []int{0, 1} {
 		var rules []redirect.Rule
-		var rd *redirect.Redirect
+		var rd redirect.Backend
 		retried := false
 		for _, b := range want {
 			if redirect.Family(b.IP) != fam {
@@ -171,7 +171,13 @@ const setupTimeout = 30 * time.Second
 // rules above metabind's. It audits first (reads only), so ADDs that meet a
 // whole base change nothing; the repair itself has a lock of its own (never
 // the store's), under which it audits again.
-func (p *Plugin) ensureBase(c *call, rd *redirect.Redirect, family int) error {
+//
+// A base installed from nothing comes with the rules of every live binding
+// of the family (seed): on a node switching backends, the pods bound under
+// the other one are never refused by this one's source check. Then the
+// other backend's objects go, so a pod bound from now on is never refused
+// by the other's.
+func (p *Plugin) ensureBase(c *call, rd redirect.Backend, family int) error {
 	if problems, err := rd.AuditBase(); err != nil || len(problems) == 0 {
 		return err
 	}
@@ -180,11 +186,31 @@ func (p *Plugin) ensureBase(c *call, rd *redirect.Redirect, family int) error {
 		return err
 	}
 	defer lock.Close()
-	repaired, err := rd.EnsureBase()
+	var seed []redirect.Rule
+	err = store.Read(c.conf.StateDir, p.LockTimeout, func(tx *store.Tx) error {
+		return tx.ForEach(func(b store.Binding) error {
+			if !b.Released && redirect.Family(b.IP) == family {
+				seed = append(seed, ruleOf(b))
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return err
+	}
+	repaired, err := rd.EnsureBaseWith(seed)
 	if len(repaired) > 0 {
 		c.note("baseInstalled", repaired) // what was missing and is now in place
 	}
-	return err
+	if err != nil || len(repaired) == 0 {
+		return err
+	}
+	if retired, err := redirect.Retire(rd); err != nil {
+		c.note("retireError", err.Error())
+	} else if retired {
+		c.note("retired", redirect.Other(rd.Name()))
+	}
+	return nil
 }
 
 // bindings are the records an ADD writes, one per IP.

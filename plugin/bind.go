@@ -163,9 +163,9 @@ func (p *Plugin) putBindings(c *call, tx *store.Tx, want []store.Binding, supers
 
 // bases are the base records of this call's netconf, one per family.
 func (p *Plugin) bases(c *call) []store.Base {
-	out := []store.Base{{Metadata: c.conf.Metadata, Responder: c.conf.Responder, Extra: extra(c.conf.ContainerCredentials), Backend: "iptables", Recorded: p.Now().UTC()}}
+	out := []store.Base{{Metadata: c.conf.Metadata, Responder: c.conf.Responder, Extra: extra(c.conf.ContainerCredentials), Backend: c.backend, Recorded: p.Now().UTC()}}
 	if c.conf.Metadata6.IsValid() {
-		out = append(out, store.Base{Metadata: c.conf.Metadata6, Responder: c.conf.Responder6, Extra: extra(c.conf.ContainerCredentials6), Backend: "iptables", Recorded: p.Now().UTC()})
+		out = append(out, store.Base{Metadata: c.conf.Metadata6, Responder: c.conf.Responder6, Extra: extra(c.conf.ContainerCredentials6), Backend: c.backend, Recorded: p.Now().UTC()})
 	}
 	return out
 }

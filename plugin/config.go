@@ -12,6 +12,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/metabind/metabind/redirect"
 )
 
 // Defaults for the netconf keys.
@@ -42,6 +44,9 @@ type NetConf struct {
 	MetadataAddress  string `json:"metadataAddress,omitempty"`
 	ResponderAddress string `json:"responderAddress,omitempty"`
 	LogFile          string `json:"logFile,omitempty"`
+	// Backend programs the redirect: "iptables", "nftables" or "auto"
+	// (nftables where the kernel has it). Empty: redirect.DefaultBackend.
+	Backend string `json:"backend,omitempty"`
 	// LogMaxSizeMB and LogMaxBackups rotate logFile (logfile.go): at
 	// LogMaxSizeMB it becomes logFile.1, the oldest past LogMaxBackups
 	// goes. Nil: the defaults.
@@ -110,6 +115,11 @@ func parseValues(stdin []byte) (*NetConf, error) {
 	}
 	if ap, err := netip.ParseAddrPort(conf.AdminAddress); err != nil || ap.Port() == 0 {
 		return nil, fmt.Errorf("netconf adminAddress %q: want IP:port of the responder's --admin-listen, e.g. %q", conf.AdminAddress, DefaultAdminAddress)
+	}
+	switch conf.Backend {
+	case "", redirect.BackendAuto, redirect.BackendIPTables, redirect.BackendNFTables:
+	default:
+		return nil, fmt.Errorf("netconf backend %q: want %q, %q or %q", conf.Backend, redirect.BackendAuto, redirect.BackendNFTables, redirect.BackendIPTables)
 	}
 	var err error
 	if conf.Metadata, err = parseAddress("metadataAddress", conf.MetadataAddress); err != nil {

@@ -73,7 +73,7 @@ func (p *Plugin) del(c *call) error {
 	// already gone), piece by piece, each missing piece being fine.
 	for _, fam := range []int{0, 1} {
 		var rules []redirect.Rule
-		var rd *redirect.Redirect
+		var rd redirect.Backend
 		for _, b := range bindings {
 			if redirect.Family(b.IP) == fam {
 				if rd, err = rds.For(b.IP); err != nil {

@@ -28,7 +28,8 @@ type Plugin struct {
 	// LockTimeout bounds the wait for the binding store; past it a verb
 	// fails with CNI error 11 (try again later) and changes nothing.
 	LockTimeout time.Duration
-	// NewRedirect returns the iptables side for one metadata address.
+	// NewRedirect, if set, makes the redirect of one metadata address
+	// whatever the netconf's backend (tests); nil: the netconf's backend.
 	NewRedirect redirect.Maker
 	// Now stamps new bindings.
 	Now func() time.Time
@@ -40,7 +41,7 @@ type Plugin struct {
 // New returns the plugin as the metabind binary runs it. Only a binary
 // built with -tags metabind_testhooks has a checkpoint (crash_testhook.go).
 func New() *Plugin {
-	return &Plugin{LockTimeout: 3 * time.Second, NewRedirect: redirect.New, Now: time.Now, Checkpoint: testCheckpoint()}
+	return &Plugin{LockTimeout: 3 * time.Second, Now: time.Now, Checkpoint: testCheckpoint()}
 }
 
 // Funcs are the verbs for skel.PluginMainFuncs.
@@ -57,6 +58,9 @@ type call struct {
 	// attrs are what the verb did, for its one log line.
 	attrs []any
 	verb  string // "add", "del", ...: names the crash checkpoints
+	// backend is the netconf's backend resolved ("auto" decided), what
+	// the verb programs and records.
+	backend string
 }
 
 // note adds key/value pairs to the verb's log line.
@@ -87,7 +91,7 @@ func (p *Plugin) run(verb string, args *skel.CmdArgs, fn func(*call) error) erro
 		return types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
 	}
 	log := openLog(conf, args).With("pod", string(pod.K8S_POD_NAMESPACE)+"/"+string(pod.K8S_POD_NAME))
-	c := &call{args: args, conf: conf, pod: pod, log: log, verb: strings.ToLower(verb)}
+	c := &call{args: args, conf: conf, pod: pod, log: log, verb: strings.ToLower(verb), backend: redirect.Resolve(conf.Backend)}
 	if unknown != nil {
 		log.Warn("the netconf has unknown keys; DEL goes on, every other verb refuses it", "error", unknown.Error())
 	}
@@ -118,9 +122,21 @@ func (p *Plugin) update(c *call, fn func(*store.Tx) error) error {
 // ruleOf is the redirect that stands for a binding.
 func ruleOf(b store.Binding) redirect.Rule { return redirect.RuleFor(b) }
 
-// redirects are the iptables sides of this call's netconf.
+// maker makes the redirects of this call's backend.
+func (p *Plugin) maker(c *call) redirect.Maker {
+	if p.NewRedirect != nil {
+		return p.NewRedirect
+	}
+	mk, err := redirect.MakerFor(c.backend)
+	if err != nil { // ParseConfig admits known names only
+		return func(netip.AddrPort, netip.AddrPort, ...netip.AddrPort) (redirect.Backend, error) { return nil, err }
+	}
+	return mk
+}
+
+// redirects are the redirect sides of this call's netconf.
 func (p *Plugin) redirects(c *call) *redirect.Set {
-	rds := redirect.NewSet(p.NewRedirect, c.conf.Metadata, c.conf.Responder, c.conf.Metadata6, c.conf.Responder6).
+	rds := redirect.NewSet(p.maker(c), c.conf.Metadata, c.conf.Responder, c.conf.Metadata6, c.conf.Responder6).
 		AlsoRedirect(c.conf.ContainerCredentials, c.conf.ContainerCredentials6)
 	rds.AfterPiece = func() { p.checkpoint(c.verb + ":first-rule-piece") }
 	return rds

@@ -49,7 +49,7 @@ func (p *Plugin) status(c *call) error {
 		}
 	}
 	if err != nil {
-		return unavailable("iptables does not run", err)
+		return unavailable("the "+c.backend+" redirect backend does not run", err)
 	}
 	return nil
 }

@@ -35,7 +35,9 @@ type Repairer struct {
 	StateDir    string
 	LockTimeout time.Duration
 	Log         *slog.Logger
-	// NewRedirect makes the redirect of a recorded base (redirect.New).
+	// NewRedirect, if set, makes the redirect of a recorded base whatever
+	// backend it records (tests); nil: the recorded backend
+	// (redirect.ForBase).
 	NewRedirect redirect.Maker
 	// OnBases, if set, hears of the recorded bases at every look (the
 	// responder checks its listen addresses against them).
@@ -44,9 +46,9 @@ type Repairer struct {
 	// what it did (metrics).
 	OnRepair func(Report)
 
-	made     map[string]*redirect.Redirect // by store.Base.Key
-	lastDiff string                        // the per-pod difference the previous look found
-	status   atomic.Pointer[BaseStatus]    // the latest look's audit of the bases
+	made     map[string]redirect.Backend // by store.Base.Key
+	lastDiff string                      // the per-pod difference the previous look found
+	status   atomic.Pointer[BaseStatus]  // the latest look's audit of the bases
 }
 
 // BaseStatus is what one look found of the recorded bases, before any
@@ -145,7 +147,7 @@ func (r *Repairer) Once() Report {
 // difference from the bindings ("" when none). A base or family it cannot
 // read is logged and skipped: one broken ip6tables does not stop IPv4's
 // repairs.
-func (r *Repairer) look(rds []*redirect.Redirect) (baseDamaged bool, diff string) {
+func (r *Repairer) look(rds []redirect.Backend) (baseDamaged bool, diff string) {
 	status := BaseStatus{Bases: len(rds)}
 	defer func() { r.record(status) }()
 	var live [2][]store.Binding
@@ -193,20 +195,25 @@ func (r *Repairer) look(rds []*redirect.Redirect) (baseDamaged bool, diff string
 }
 
 // redirects are those of the recorded bases, made once each.
-func (r *Repairer) redirects() ([]store.Base, []*redirect.Redirect, error) {
+func (r *Repairer) redirects() ([]store.Base, []redirect.Backend, error) {
 	bases, err := store.ReadBases(r.StateDir, r.LockTimeout)
 	if err != nil {
 		return nil, nil, err
 	}
 	if r.made == nil {
-		r.made = map[string]*redirect.Redirect{}
+		r.made = map[string]redirect.Backend{}
 	}
-	var out []*redirect.Redirect
+	var out []redirect.Backend
 	for _, b := range bases {
 		k := b.Key()
 		rd := r.made[k]
 		if rd == nil {
-			if rd, err = r.NewRedirect(b.Metadata, b.Responder, b.Extra...); err != nil {
+			if r.NewRedirect != nil {
+				rd, err = r.NewRedirect(b.Metadata, b.Responder, b.Extra...)
+			} else {
+				rd, err = redirect.ForBase(b)
+			}
+			if err != nil {
 				return nil, nil, err
 			}
 			r.made[k] = rd

@@ -29,7 +29,7 @@ func TestRepairerRecordsTheLatestLook(t *testing.T) {
 	dir := t.TempDir()
 	var tables blankTables
 	r := &Repairer{StateDir: dir, LockTimeout: time.Second, Log: slog.New(slog.DiscardHandler),
-		NewRedirect: func(m, resp netip.AddrPort, extra ...netip.AddrPort) (*redirect.Redirect, error) {
+		NewRedirect: func(m, resp netip.AddrPort, extra ...netip.AddrPort) (redirect.Backend, error) {
 			return redirect.NewWithTables(&tables, m, resp, extra...), nil
 		}}
 	if _, ok := r.LastStatus(); ok {

@@ -31,7 +31,7 @@ type Options struct {
 	// Redirects are the bases to keep whole, at most one per family for
 	// the per-pod rules (those of the first of each family are listed and
 	// restored: per-pod rules live in fixed chains whatever the base).
-	Redirects []*redirect.Redirect
+	Redirects []redirect.Backend
 	// Keep says which bindings stay; nil keeps every binding (the repair
 	// loop) but those a failed takeover left released.
 	Keep func(store.Binding) bool
@@ -72,7 +72,9 @@ func Run(o Options) (Report, error) {
 		if o.DryRun {
 			repaired, err = rd.AuditBase()
 		} else {
-			repaired, err = rd.EnsureBase()
+			// A base from nothing (a switch of backends) comes with the
+			// live bindings' rules; the rest are restored below.
+			repaired, err = rd.EnsureBaseWith(rulesOf(live, rd.Family()))
 		}
 		rep.BaseRepairs = append(rep.BaseRepairs, repaired...)
 		if err != nil {
@@ -92,8 +94,41 @@ func Run(o Options) (Report, error) {
 		if err := o.podRules(&rep, rd, mine); err != nil {
 			return rep, err
 		}
+		// Only now, with this backend's base and every live binding's
+		// rules in, do the other backend's objects go (a switch of
+		// backends on a node with live pods); not while a base of the
+		// family records the other.
+		if o.DryRun || o.records(fam, redirect.Other(rd.Name())) {
+			continue
+		}
+		if retired, err := redirect.Retire(rd); err != nil {
+			rep.Errors = append(rep.Errors, err)
+		} else if retired {
+			rep.BaseRepairs = append(rep.BaseRepairs, "removed the "+redirect.Other(rd.Name())+" redirect: the node switched to "+rd.Name())
+		}
 	}
 	return rep, nil
+}
+
+// records reports whether one of the redirects of family fam is backend's.
+func (o Options) records(fam int, backend string) bool {
+	for _, rd := range o.Redirects {
+		if rd.Family() == fam && rd.Name() == backend {
+			return true
+		}
+	}
+	return false
+}
+
+// rulesOf are the rules of the bindings of one family.
+func rulesOf(live []store.Binding, fam int) []redirect.Rule {
+	var out []redirect.Rule
+	for _, b := range live {
+		if redirect.Family(b.IP) == fam {
+			out = append(out, redirect.RuleFor(b))
+		}
+	}
+	return out
 }
 
 // bindings removes the bindings Keep rejects, and those left released by
@@ -138,8 +173,8 @@ func (o Options) bindings(rep *Report) ([]store.Binding, error) {
 }
 
 // byFamily is the redirect whose per-pod rules are listed, per family.
-func (o Options) byFamily() [2]*redirect.Redirect {
-	var out [2]*redirect.Redirect
+func (o Options) byFamily() [2]redirect.Backend {
+	var out [2]redirect.Backend
 	for _, rd := range o.Redirects {
 		if f := rd.Family(); out[f] == nil {
 			out[f] = rd
@@ -152,7 +187,7 @@ func (o Options) byFamily() [2]*redirect.Redirect {
 // and restores the missing rules of live, in one iptables-restore run each
 // where it can (a 1,000-pod node after `iptables -F` is repaired in two
 // runs, not thousands, so pod changes wait for it briefly).
-func (o Options) podRules(rep *Report, rd *redirect.Redirect, live []store.Binding) error {
+func (o Options) podRules(rep *Report, rd redirect.Backend, live []store.Binding) error {
 	owned, err := rd.ListOwned()
 	if err != nil {
 		return err

@@ -22,6 +22,8 @@ type damage struct {
 	replace map[string]bool
 	// present counts the listed copies of each base rule.
 	present map[string]int
+	// missing names metabind's chains that do not exist.
+	missing map[string]bool
 }
 
 // AuditBase lists what is wrong with the chains, jumps and block rules, in
@@ -45,7 +47,7 @@ func (r *Redirect) CheckBase() error {
 }
 
 func (r *Redirect) audit() (damage, error) {
-	d := damage{replace: map[string]bool{}, present: map[string]int{}}
+	d := damage{replace: map[string]bool{}, present: map[string]int{}, missing: map[string]bool{}}
 	listed := map[string][]string{}
 	exists := map[string]bool{}
 	list := func(table, chain string) ([]string, error) {
@@ -64,6 +66,7 @@ func (r *Redirect) audit() (damage, error) {
 		}
 		if p.spec == nil {
 			if !exists[p.table+" "+p.chain] {
+				d.missing[p.chain] = true
 				d.problems = append(d.problems, fmt.Sprintf("%s chain %s is missing", p.table, p.chain))
 			}
 			continue
@@ -122,11 +125,17 @@ func (r *Redirect) audit() (damage, error) {
 // chains when anything stands above them or one is missing. It returns what
 // it found wrong (nothing when the base was whole, in which case it changed
 // nothing). Callers serialise it (the plugin's set-up lock, the rules lock).
-func (r *Redirect) EnsureBase() ([]string, error) {
+func (r *Redirect) EnsureBase() ([]string, error) { return r.EnsureBaseWith(nil) }
+
+// EnsureBaseWith is EnsureBase that, when metabind's chains were missing
+// (a node's first base, or one switching from nftables), adds seed's
+// per-pod rules to the new chains before any jump leads to them.
+func (r *Redirect) EnsureBaseWith(seed []Rule) ([]string, error) {
 	d, err := r.audit()
 	if err != nil || len(d.problems) == 0 {
 		return nil, err
 	}
+	fresh := d.missing[NATChain] && d.missing[SourceChain]
 	for _, p := range r.base {
 		if p.spec == nil {
 			if err := r.ensureChain(p.table, p.chain); err != nil {
@@ -135,6 +144,15 @@ func (r *Redirect) EnsureBase() ([]string, error) {
 		} else if !p.first && d.present[p.listed()] == 0 {
 			if err := r.put(p); err != nil {
 				return d.problems, err
+			}
+		}
+	}
+	if fresh && len(seed) > 0 {
+		if err := r.AddBatch(seed, false); err != nil {
+			for _, rule := range seed {
+				if _, err := r.Add(rule); err != nil {
+					return d.problems, err
+				}
 			}
 		}
 	}

@@ -73,3 +73,11 @@ func (l *lazyTables) NewChain(table, chain string) error {
 	}
 	return ipt.NewChain(table, chain)
 }
+
+func (l *lazyTables) ClearAndDeleteChain(table, chain string) error {
+	ipt, err := l.get()
+	if err != nil {
+		return err
+	}
+	return ipt.ClearAndDeleteChain(table, chain)
+}

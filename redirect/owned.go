@@ -15,12 +15,25 @@ type Owned struct {
 	IfName       string
 	IP           netip.Addr
 	Interface    string // -i or --physdev-in
+	Bridged      bool   // Interface is a bridge port (--physdev-in)
+	// To is where a DNAT piece sends the pod's traffic (--to-destination).
+	To netip.AddrPort
 }
 
 // Is reports whether o is the piece of rule that lives in o's chain.
 func (o Owned) Is(rule Rule) bool {
 	return o.ContainerID == rule.ContainerID && o.IfName == rule.IfName && o.IP == rule.IP && o.Interface == rule.HostInterface &&
-		(o.Chain != NATChain || containsPair(o.Spec, "--to-destination", rule.Responder.String()))
+		(o.Chain != NATChain || o.to() == rule.Responder)
+}
+
+// to is where a DNAT piece sends traffic: To, or read from the spec.
+func (o Owned) to() netip.AddrPort {
+	if o.To.IsValid() {
+		return o.To
+	}
+	v, _ := valueOf(o.Spec, "--to-destination")
+	a, _ := netip.ParseAddrPort(v)
+	return a
 }
 
 func (o Owned) String() string {
@@ -71,15 +84,9 @@ func parseOwned(spec []string) (Owned, bool) {
 	if !ok {
 		return o, false
 	}
-	att, ok := strings.CutPrefix(comment, CommentPrefix)
-	if !ok || strings.ContainsAny(att, " \"") {
+	if o.ContainerID, o.IfName, ok = parseComment(comment); !ok {
 		return o, false
 	}
-	i := strings.LastIndexByte(att, '/')
-	if i <= 0 || i == len(att)-1 {
-		return o, false
-	}
-	o.ContainerID, o.IfName = att[:i], att[i+1:]
 	if src, ok := valueOf(spec, "-s"); ok {
 		if p, err := netip.ParsePrefix(src); err == nil && p.IsSingleIP() {
 			o.IP = p.Addr()
@@ -90,10 +97,27 @@ func parseOwned(spec []string) (Owned, bool) {
 	if in, ok := valueOf(spec, "-i"); ok {
 		o.Interface = in
 	} else if in, ok := valueOf(spec, "--physdev-in"); ok {
-		o.Interface = in
+		o.Interface, o.Bridged = in, true
+	}
+	if to, ok := valueOf(spec, "--to-destination"); ok {
+		o.To, _ = netip.ParseAddrPort(to)
 	}
 	o.Spec = spec
 	return o, o.IP.IsValid() && o.Interface != ""
+}
+
+// parseComment reads the attachment a per-pod comment names
+// ("metabind:<containerID>/<ifname>", no spaces).
+func parseComment(comment string) (containerID, ifName string, ok bool) {
+	att, ok := strings.CutPrefix(comment, CommentPrefix)
+	if !ok || strings.ContainsAny(att, " \"") {
+		return "", "", false
+	}
+	i := strings.LastIndexByte(att, '/')
+	if i <= 0 || i == len(att)-1 {
+		return "", "", false
+	}
+	return att[:i], att[i+1:], true
 }
 
 func valueOf(spec []string, flag string) (string, bool) {

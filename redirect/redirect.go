@@ -217,6 +217,36 @@ func ruleFromListing(line string) ([]string, bool) {
 	return spec, true
 }
 
+// quotedListing is ruleFromListing for rules whose comments hold spaces
+// (the base's): a word in double quotes is one word.
+func quotedListing(line string) ([]string, bool) {
+	var words []string
+	var w strings.Builder
+	quoted, any := false, false
+	for _, c := range line {
+		switch {
+		case c == '"':
+			quoted, any = !quoted, true
+		case c == ' ' && !quoted:
+			if any {
+				words = append(words, w.String())
+			}
+			w.Reset()
+			any = false
+		default:
+			w.WriteRune(c)
+			any = true
+		}
+	}
+	if any {
+		words = append(words, w.String())
+	}
+	if len(words) < 3 || words[0] != "-A" {
+		return nil, false
+	}
+	return words[2:], true
+}
+
 // isNotExist reports a missing rule or chain (*iptables.Error has the
 // method; so does the tests' recorder).
 func isNotExist(err error) bool {
@@ -227,4 +257,107 @@ func isNotExist(err error) bool {
 func isExists(err error) bool {
 	var e *iptables.Error
 	return errors.As(err, &e) && e.ExitStatus() == 1 && strings.Contains(e.Error(), "exists")
+}
+
+// Name is the backend's name as store.Base records it.
+func (r *Redirect) Name() string { return BackendIPTables }
+
+// SetAfterPiece sets the crash tests' checkpoint (AfterPiece).
+func (r *Redirect) SetAfterPiece(f func()) { r.AfterPiece = f }
+
+// Present reports whether any of metabind's chains exists in this
+// family's tables.
+func (r *Redirect) Present() (bool, error) {
+	for _, tc := range [][2]string{{"nat", NATChain}, {"filter", SourceChain}, {"filter", FilterChain}} {
+		_, ok, err := r.listRules(tc[0], tc[1])
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// RemoveAll removes every rule of metabind's from the built-in chains
+// (the jumps and the REJECT of every base, found by their comments), then
+// metabind's chains with their per-pod rules: in one iptables-restore run
+// (each table commits whole), or else one by one, each REJECT before the
+// jump above it, so that no moment has a REJECT without the source check
+// in front of it.
+func (r *Redirect) RemoveAll() error {
+	var b batch
+	var rejects, jumps [][3]string // table, chain, listing
+	for _, tc := range [][2]string{{"nat", "PREROUTING"}, {"filter", "INPUT"}, {"filter", "FORWARD"}} {
+		lines, err := r.tables.List(tc[0], tc[1])
+		if err != nil && !isNotExist(err) && !chainInMissingTable(err) {
+			return fmt.Errorf("list %s %s: %w", tc[0], tc[1], err)
+		}
+		for _, l := range lines {
+			if !strings.HasPrefix(l, "-A ") || !isMetabinds(strings.ReplaceAll(l, `"`, "")) {
+				continue
+			}
+			rest := strings.TrimPrefix(l, "-A "+tc[1]+" ")
+			if tc[0] == "nat" {
+				b.nat = append(b.nat, "-D "+tc[1]+" "+rest)
+			} else {
+				b.filter = append(b.filter, "-D "+tc[1]+" "+rest)
+			}
+			if strings.Contains(l, "-j REJECT") {
+				rejects = append(rejects, [3]string{tc[0], tc[1], l})
+			} else {
+				jumps = append(jumps, [3]string{tc[0], tc[1], l})
+			}
+		}
+	}
+	chains := [][2]string{{"nat", NATChain}, {"filter", SourceChain}, {"filter", FilterChain}}
+	for _, tc := range chains {
+		if _, ok, err := r.listRules(tc[0], tc[1]); err != nil {
+			return err
+		} else if ok {
+			if tc[0] == "nat" {
+				b.nat = append(b.nat, "-F "+tc[1], "-X "+tc[1])
+			} else {
+				b.filter = append(b.filter, "-F "+tc[1], "-X "+tc[1])
+			}
+		}
+	}
+	if r.restore != nil && b.String() != "" && r.restore(b.String()) == nil {
+		return nil
+	}
+	for _, x := range append(rejects, jumps...) {
+		spec, ok := quotedListing(x[2])
+		if !ok {
+			continue
+		}
+		if err := r.tables.Delete(x[0], x[1], spec...); err != nil && !isNotExist(err) {
+			return fmt.Errorf("remove %s from %s %s: %w", x[2], x[0], x[1], err)
+		}
+	}
+	for _, tc := range chains {
+		if err := r.clearAndDeleteChain(tc[0], tc[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// clearAndDeleteChain removes a chain of metabind's with its rules; a
+// missing one is fine.
+func (r *Redirect) clearAndDeleteChain(table, chain string) error {
+	_, ok, err := r.listRules(table, chain)
+	if err != nil || !ok {
+		return err
+	}
+	d, ok := r.tables.(interface {
+		ClearAndDeleteChain(table, chain string) error
+	})
+	if !ok {
+		return fmt.Errorf("delete %s %s: not supported by %T", table, chain, r.tables)
+	}
+	if err := d.ClearAndDeleteChain(table, chain); err != nil && !isNotExist(err) {
+		return fmt.Errorf("delete %s %s: %w", table, chain, err)
+	}
+	return nil
 }

@@ -4,17 +4,13 @@ import (
 	"net/netip"
 )
 
-// Maker creates the Redirect of one metadata address and the other
-// addresses of its family redirected like it (New, or a test's).
-type Maker func(metadata, responder netip.AddrPort, extra ...netip.AddrPort) (*Redirect, error)
-
-// Set is the iptables side of one netconf: IPv4 always, IPv6 when
+// Set is the redirect side of one netconf: IPv4 always, IPv6 when
 // metadataAddress6 is set. Each family's Redirect is created on first use.
 type Set struct {
 	newRedirect Maker
 	addrs       [2][2]netip.AddrPort // by family (0: IPv4, 1: IPv6): metadata, responder
 	extra       [2][]netip.AddrPort  // by family: redirected like metadata
-	made        [2]*Redirect
+	made        [2]Backend
 	// AfterPiece is handed to every Redirect made (the crash checkpoints).
 	AfterPiece func()
 }
@@ -60,7 +56,7 @@ func (r *Set) Responder(ip netip.Addr) netip.AddrPort {
 }
 
 // For returns the redirect of ip's family.
-func (r *Set) For(ip netip.Addr) (*Redirect, error) {
+func (r *Set) For(ip netip.Addr) (Backend, error) {
 	f := Family(ip)
 	if r.made[f] != nil {
 		return r.made[f], nil
@@ -76,14 +72,14 @@ func (r *Set) For(ip netip.Addr) (*Redirect, error) {
 	if err != nil {
 		return nil, err
 	}
-	rd.AfterPiece = r.AfterPiece
+	rd.SetAfterPiece(r.AfterPiece)
 	r.made[f] = rd
 	return rd, nil
 }
 
 // All returns the redirect of every configured family.
-func (r *Set) All() ([]*Redirect, error) {
-	var out []*Redirect
+func (r *Set) All() ([]Backend, error) {
+	var out []Backend
 	for _, ip := range []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()} {
 		if !r.Configured(ip) {
 			continue

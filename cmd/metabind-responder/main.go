@@ -21,7 +21,6 @@ import (
 
 	"github.com/metabind/metabind/kube"
 	"github.com/metabind/metabind/reconcile"
-	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/responder"
 	"github.com/metabind/metabind/responder/admin"
 	"github.com/metabind/metabind/responder/issuer"
@@ -190,7 +189,7 @@ func run(ctx context.Context, log *slog.Logger, o options) error {
 	// The rules the plugin installed are kept whole from here, without
 	// waiting for a pod event: a firewall reload that flushes INPUT, or a
 	// deleted chain, is undone within reconcile.RepairInterval.
-	repairer := &reconcile.Repairer{StateDir: stateDir, LockTimeout: repairLockTimeout, Log: log.With("component", "repair"), NewRedirect: redirect.New,
+	repairer := &reconcile.Repairer{StateDir: stateDir, LockTimeout: repairLockTimeout, Log: log.With("component", "repair"),
 		OnRepair: m.RulesRepaired}
 	// Addresses accepted before the plugin recorded any (the responder
 	// starts before the first pod) are checked again once it has.

@@ -72,7 +72,7 @@ func runGC(stateDir string, argv []string, stdout, stderr io.Writer) error {
 // gcRedirects are the bases gc keeps whole: the addresses given, checked
 // as the plugin checks its netconf, or else every base the plugin recorded
 // (the defaults on a store that has none yet).
-func gcRedirects(stateDir, metadata, responder, metadata6, responder6 string) ([]*redirect.Redirect, error) {
+func gcRedirects(stateDir, metadata, responder, metadata6, responder6 string) ([]redirect.Backend, error) {
 	var pairs []store.Base // the recorded bases keep their extra addresses
 	if metadata == "" && metadata6 == "" {
 		bases, err := store.ReadBases(stateDir, readTimeout)
@@ -104,9 +104,9 @@ func gcRedirects(stateDir, metadata, responder, metadata6, responder6 string) ([
 			pairs = append(pairs, store.Base{Metadata: conf.Metadata6, Responder: conf.Responder6})
 		}
 	}
-	var out []*redirect.Redirect
+	var out []redirect.Backend
 	for _, p := range pairs {
-		rd, err := redirect.New(p.Metadata, p.Responder, p.Extra...)
+		rd, err := redirect.ForBase(p)
 		if err != nil {
 			return nil, err
 		}
