@@ -17,6 +17,7 @@ need_apt=()
 command -v iptables >/dev/null || need_apt+=(iptables)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v nsenter >/dev/null || need_apt+=(util-linux)
+command -v nft >/dev/null || need_apt+=(nftables) # the nftables backend's tests read the ruleset with it
 [ "${1:-}" != "--kube" ] || command -v etcd >/dev/null || need_apt+=(etcd-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
