@@ -31,6 +31,9 @@ const (
 	targetDNATScaleRatio   = 0.95
 )
 
+// dnatBackend is the redirect backend of the -dnat nodes (-backend).
+var dnatBackend string
+
 // dnatNode is a throwaway node netns with metabind's real rules: pods
 // ADDed through ptp + host-local + metabind, other bindings written as the
 // plugin leaves them (scale.go in benchplugin does the same), and a server
@@ -209,8 +212,8 @@ func newDNATNode(name, dir, subnet, binDir, cniDir string) (*dnatNode, error) {
 	}
 	conflist := fmt.Sprintf(`{"cniVersion": "1.1.0", "name": "bench-%s", "plugins": [
 		{"type": "ptp", "ipMasq": false, "ipam": {"type": "host-local", "dataDir": %q, "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}]}},
-		{"type": "metabind", "stateDir": %q, "logFile": %q}]}`,
-		name, filepath.Join(dir, "ipam"), subnet, n.stateDir, filepath.Join(dir, "cni.log"))
+		{"type": "metabind", "stateDir": %q, "logFile": %q, "backend": %q}]}`,
+		name, filepath.Join(dir, "ipam"), subnet, n.stateDir, filepath.Join(dir, "cni.log"), redirect.Resolve(dnatBackend))
 	if n.list, err = libcni.ConfListFromBytes([]byte(conflist)); err != nil {
 		n.close()
 		return nil, err
@@ -260,7 +263,15 @@ func (n *dnatNode) others(count int) error {
 		return nil
 	}
 	resp := netip.MustParseAddrPort(plugin.DefaultResponderAddress)
-	rd, err := redirect.New(netip.MustParseAddrPort(plugin.DefaultMetadataAddress), resp)
+	newBackend, err := redirect.MakerFor(dnatBackend)
+	if err != nil {
+		return err
+	}
+	var rd redirect.Backend
+	err = n.ns.Do(func(ns.NetNS) error {
+		rd, err = newBackend(netip.MustParseAddrPort(plugin.DefaultMetadataAddress), resp)
+		return err
+	})
 	if err != nil {
 		return err
 	}

@@ -42,6 +42,7 @@ func main() {
 	ceiling := flag.String("ceiling", "", "internal: serve the ceiling handler on this address and nothing else")
 	dnat := flag.Bool("dnat", false, "only measure through metabind's DNAT: pods in network namespaces (root; needs the plugin in -bin and -cni)")
 	cniDir := flag.String("cni", ".cache/cni/bin", "with -dnat: directory with the reference CNI plugins")
+	flag.StringVar(&dnatBackend, "backend", "", "with -dnat: the plugin's redirect backend (iptables, nftables, auto; default the plugin's)")
 	flag.Parse()
 	if *ceiling != "" {
 		serveCeiling(*ceiling)
