@@ -16,6 +16,8 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+
+	"github.com/metabind/metabind/redirect"
 )
 
 const (
@@ -40,12 +42,18 @@ func TestContainerCredentialsAddress(t *testing.T) {
 
 	// The per-pod rules are the usual two; the base gained the address's
 	// jumps.
-	if nat := n.run(t, "iptables", "-t", "nat", "-S", "METABIND-DNAT"); strings.Count(nat, bound.rt.ContainerID) != 1 {
-		t.Fatalf("METABIND-DNAT:\n%s", nat)
+	if c := n.natOwnedBy(t, bound.rt.ContainerID); c != 1 {
+		t.Fatalf("DNAT pieces of the bound pod: %d, want 1: %v", c, n.natOwned(t))
 	}
-	for _, c := range []struct{ table, chain string }{{"nat", "PREROUTING"}, {"filter", "FORWARD"}, {"filter", "INPUT"}} {
-		if rules := n.run(t, "iptables", "-t", c.table, "-S", c.chain); !strings.Contains(rules, "-d "+ccIP+"/32") || !strings.Contains(rules, "-d "+metadataIP+"/32") {
-			t.Fatalf("%s %s lacks a jump:\n%s", c.table, c.chain, rules)
+	ccAddrPort := netip.MustParseAddrPort(ccIP + ":80")
+	if bad := n.baseProblems(t, ccAddrPort); len(bad) != 0 {
+		t.Fatalf("the base with %s: %v", ccIP, bad)
+	}
+	if n.backend == redirect.BackendIPTables {
+		for _, c := range []struct{ table, chain string }{{"nat", "PREROUTING"}, {"filter", "FORWARD"}, {"filter", "INPUT"}} {
+			if rules := n.run(t, "iptables", "-t", c.table, "-S", c.chain); !strings.Contains(rules, "-d "+ccIP+"/32") || !strings.Contains(rules, "-d "+metadataIP+"/32") {
+				t.Fatalf("%s %s lacks a jump:\n%s", c.table, c.chain, rules)
+			}
 		}
 	}
 
@@ -86,17 +94,24 @@ func TestContainerCredentialsAddress(t *testing.T) {
 	forged := netip.MustParseAddr("10.197.90.200")
 	addAddress(t, bound.ns, forged)
 	mustGetNothing(t, "forged source", nsHTTPClient(bound.ns, &forged), url)
-	if counters := n.run(t, "iptables", "-v", "-S", "INPUT"); !strings.Contains(counters, ccIP) {
-		t.Fatalf("INPUT:\n%s", counters)
+	if n.backend == redirect.BackendIPTables {
+		if counters := n.run(t, "iptables", "-v", "-S", "INPUT"); !strings.Contains(counters, ccIP) {
+			t.Fatalf("INPUT:\n%s", counters)
+		}
 	}
 
-	// A flushed PREROUTING loses the address's jump; the responder's
-	// repair loop, from the base the ADD recorded, puts it back.
-	n.run(t, "iptables", "-t", "nat", "-F", "PREROUTING")
+	// A flushed DNAT hook (PREROUTING, or the nftables prerouting chain)
+	// loses the address's jump; the responder's repair loop, from the base
+	// the ADD recorded, puts it back.
+	n.flushDNATHook(t)
 	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(n.run(t, "iptables", "-t", "nat", "-S", "PREROUTING"), "-d "+ccIP+"/32") {
+	for {
+		bad := n.baseProblems(t, ccAddrPort)
+		if len(bad) == 0 && (n.backend != redirect.BackendIPTables || strings.Contains(n.run(t, "iptables", "-t", "nat", "-S", "PREROUTING"), "-d "+ccIP+"/32")) {
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the jump for %s was not put back:\n%s\nresponder log:\n%s", ccIP, n.run(t, "iptables", "-t", "nat", "-S", "PREROUTING"), n.responderLog())
+			t.Fatalf("the jump for %s was not put back: %v\nresponder log:\n%s", ccIP, bad, n.responderLog())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

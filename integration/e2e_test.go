@@ -102,8 +102,8 @@ func testEndToEnd(t *testing.T, c chain) {
 
 	// DEL removes the binding and the rule; the other pods keep theirs.
 	n.delPod(t, api)
-	if rules := n.natRules(t); strings.Contains(rules, api.rt.ContainerID) || !strings.Contains(rules, web.rt.ContainerID) {
-		t.Errorf("after DEL of api, nat rules are:\n%s", rules)
+	if n.natOwnedBy(t, api.rt.ContainerID) != 0 || n.natOwnedBy(t, web.rt.ContainerID) != 1 {
+		t.Errorf("after DEL of api, the DNAT pieces are:\n%v", n.natOwned(t))
 	}
 	if _, err := exec.Command("nsenter", "--net="+n.ns.Path(), "--", filepath.Join(binDir, "metabindctl"),
 		"--state-dir", n.stateDir, "bindings", "get", api.ip.String()).Output(); err == nil {

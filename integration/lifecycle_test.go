@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,6 +90,65 @@ func (n *node) backendIn(t *testing.T) redirect.Backend {
 		t.Fatal(err)
 	}
 	return rd
+}
+
+// natOwned lists the node's per-pod DNAT pieces (IPv4) as the backend
+// finds them: METABIND-DNAT's rules, or the pod_dnat maps' elements.
+func (n *node) natOwned(t *testing.T) []redirect.Owned {
+	t.Helper()
+	var out []redirect.Owned
+	for _, o := range n.owned(t) {
+		if o.Chain == redirect.NATChain {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// natOwnedBy counts the DNAT pieces of containerID.
+func (n *node) natOwnedBy(t *testing.T, containerID string) int {
+	t.Helper()
+	c := 0
+	for _, o := range n.natOwned(t) {
+		if o.ContainerID == containerID {
+			c++
+		}
+	}
+	return c
+}
+
+// baseProblems is what the node's IPv4 backend finds wrong with its base
+// of the metadata address and extra (reads only; none: the base is whole).
+func (n *node) baseProblems(t *testing.T, extra ...netip.AddrPort) []string {
+	t.Helper()
+	mk, err := redirect.MakerFor(n.backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := mk(metadataAddrPort, responderAddrPort, extra...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	if err := n.ns.Do(func(ns.NetNS) error {
+		out, err = rd.AuditBase()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// flushDNATHook removes, behind metabind's back, the hook that sends the
+// metadata traffic to the per-pod DNAT: iptables' nat PREROUTING jumps, or
+// the rules of the nftables table's prerouting chain.
+func (n *node) flushDNATHook(t *testing.T) {
+	t.Helper()
+	if n.backend == redirect.BackendNFTables {
+		n.run(t, "nft", "flush", "chain", "ip", redirect.NFTTable, "prerouting")
+		return
+	}
+	n.run(t, "iptables", "-t", "nat", "-F", "PREROUTING")
 }
 
 // owned lists the node's per-pod rules (IPv4) as the backend finds them.

@@ -13,6 +13,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 
+	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/store"
 )
 
@@ -22,17 +23,23 @@ func TestCheckNoticesAMissingRule(t *testing.T) {
 	if err := n.check(p); err != nil {
 		t.Fatalf("CHECK right after ADD: %v", err)
 	}
-	rules := n.natRules(t)
-	var spec []string
-	for _, line := range strings.Split(rules, "\n") {
-		if strings.Contains(line, p.rt.ContainerID) {
-			spec = strings.Fields(strings.ReplaceAll(line, `"`, ""))[2:]
+	// Only the pod's DNAT piece goes (its source piece stays), deleted
+	// through the backend: an iptables rule or an nftables map element.
+	var dnat []redirect.Owned
+	for _, o := range n.natOwned(t) {
+		if o.ContainerID == p.rt.ContainerID {
+			dnat = append(dnat, o)
 		}
 	}
-	if spec == nil {
-		t.Fatalf("no rule for the pod:\n%s", rules)
+	if len(dnat) != 1 {
+		t.Fatalf("DNAT pieces of the pod: %v, want one", dnat)
 	}
-	n.run(t, "iptables", append([]string{"-t", "nat", "-D", "METABIND-DNAT"}, spec...)...)
+	if err := n.ns.Do(func(ns.NetNS) error { return n.backendIn(t).Delete(dnat[0]) }); err != nil {
+		t.Fatal(err)
+	}
+	if n.natOwnedBy(t, p.rt.ContainerID) != 0 {
+		t.Fatalf("the pod's DNAT piece is still there: %v", n.natOwned(t))
+	}
 	if err := n.check(p); err == nil || !strings.Contains(err.Error(), "missing") {
 		t.Fatalf("CHECK with the rule gone = %v, want a missing-rule error", err)
 	}
@@ -59,7 +66,7 @@ func TestAddWithoutPrevResultIsRefused(t *testing.T) {
 // wait with CNI error 11 and leaves no rule and no binding behind.
 func TestAddOnBusyStoreSaysTryAgainLater(t *testing.T) {
 	n := newNode(t, chain{name: "ptp", subnet: "10.197.6.0/24"})
-	n.addPod(t, "web", "site-1") // creates the store and the chains
+	site := n.addPod(t, "web", "site-1") // creates the store and the chains
 	held, err := store.Open(n.stateDir, time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -75,8 +82,15 @@ func TestAddOnBusyStoreSaysTryAgainLater(t *testing.T) {
 	if waited > 10*time.Second {
 		t.Fatalf("ADD waited %v, want a bounded wait of a few seconds", waited)
 	}
-	if rules := n.natRules(t); strings.Count(rules, "DNAT --to-destination") != 1 {
-		t.Fatalf("the failed ADD left rules behind:\n%s", rules)
+	// site-1's pieces only: one DNAT and one source piece.
+	owned := n.owned(t)
+	for _, o := range owned {
+		if o.ContainerID != site.rt.ContainerID {
+			t.Fatalf("the failed ADD left rules behind: %v", owned)
+		}
+	}
+	if len(n.natOwned(t)) != 1 {
+		t.Fatalf("DNAT pieces after the failed ADD: %v, want site-1's one", n.natOwned(t))
 	}
 	all, err := store.ReadAll(n.stateDir, time.Second)
 	if err != nil || len(all) != 1 || all[0].Pod != "site-1" {

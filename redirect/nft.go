@@ -309,7 +309,14 @@ func (n *NFT) deleteElement(e element) error {
 	return nil
 }
 
-func isNFTNotExist(err error) bool { return errors.Is(err, unix.ENOENT) }
+// isNFTNotExist reports whether err says the object is not there (ENOENT).
+// google/nftables wraps some netlink errors with %v (GetSetElements' and
+// GetSets' "receiveAckAware: ..."), losing the errno: a set in a deleted
+// table then reads as a failure, not as missing, and ListOwned and Has fail
+// until the base is back. Those are matched by their text.
+func isNFTNotExist(err error) bool {
+	return errors.Is(err, unix.ENOENT) || (err != nil && strings.HasSuffix(err.Error(), ": "+unix.ENOENT.Error()))
+}
 
 // Has reports whether all of rule's elements are in their sets.
 func (n *NFT) Has(rule Rule) (bool, error) {

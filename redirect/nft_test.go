@@ -1,6 +1,7 @@
 package redirect
 
 import (
+	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -9,6 +10,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/google/nftables"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -105,5 +107,21 @@ func TestNFTBaseAndElements(t *testing.T) {
 	}
 	if ok, err := n.Present(); ok || err != nil {
 		t.Errorf("present after RemoveAll: %v %v", ok, err)
+	}
+}
+
+// google/nftables' GetSetElements wraps ENOENT with %v; a set of a deleted
+// table must still read as missing.
+func TestIsNFTNotExistReadsWrappedText(t *testing.T) {
+	for err, want := range map[error]bool{
+		nil:                              false,
+		unix.ENOENT:                      true,
+		fmt.Errorf("x: %w", unix.ENOENT): true,
+		fmt.Errorf("receiveAckAware: %v", fmt.Errorf("netlink receive: %w", unix.ENOENT)): true,
+		fmt.Errorf("receiveAckAware: %v", unix.EPERM):                                     false,
+	} {
+		if got := isNFTNotExist(err); got != want {
+			t.Errorf("isNFTNotExist(%v) = %v, want %v", err, got, want)
+		}
 	}
 }
