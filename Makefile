@@ -45,7 +45,7 @@ gotest: kube-deps build testhooks skew-deps image
 
 ## gotest-nftables: the attack, crash, GC and concurrency suites again with the nftables backend (the rest of
 ## the suite reads iptables directly and runs with the default backend, iptables; the nft-only tests run in gotest)
-NFT_TESTS := TestAttack|TestCrashAtEveryStep|TestGC|TestConcurrentAddDel|TestMetabindctlGC|TestDelRemovesRulesTheStoreLostTrackOf|TestEndToEnd|TestCheckNoticesAMissingRule|TestAddOnBusyStoreSaysTryAgainLater|TestContainerCredentialsAddress|TestFirewallDamageIsRepairedWithoutPodEvents|TestAddRepairsADamagedBase|TestRepairLoopLeavesAWholeNodeAlone
+NFT_TESTS := TestAttack|TestCrashAtEveryStep|TestGC|TestConcurrentAddDel|TestMetabindctlGC|TestDelRemovesRulesTheStoreLostTrackOf|TestEndToEnd|TestCheckNoticesAMissingRule|TestAddOnBusyStoreSaysTryAgainLater|TestContainerCredentialsAddress|TestFirewallDamageIsRepairedWithoutPodEvents|TestAddRepairsADamagedBase|TestRepairLoopLeavesAWholeNodeAlone|TestDualStack|TestAdminAddress|TestStartupTaintRemovedOnceReady
 gotest-nftables: build testhooks
 	METABIND_TEST_BACKEND=nftables METABIND_RACE_CYCLES=300 METABIND_BIN_DIR=$(BIN) METABIND_TESTHOOK_BIN_DIR=$(BIN)/test \
 	  CNI_PLUGINS_DIR=$(CNI_BIN) $(GO) test -count=1 -timeout 20m -run '$(NFT_TESTS)' ./integration/

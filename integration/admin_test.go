@@ -128,9 +128,9 @@ func TestAdminAddress(t *testing.T) {
 
 	t.Run("damaged rules are not ready until repaired", func(t *testing.T) {
 		began := time.Now()
-		n.run(t, "iptables", "-F", "INPUT") // metabind's jumps gone
-		body := n.waitReadyz(t, http.StatusServiceUnavailable, "[-]rules failed: filter INPUT lacks metabind's rule", 10*time.Second)
-		t.Logf("/readyz %v after iptables -F INPUT:\n%s", time.Since(began).Round(10*time.Millisecond), body)
+		want := n.flushInputHook(t) // metabind's jumps gone
+		body := n.waitReadyz(t, http.StatusServiceUnavailable, want, 10*time.Second)
+		t.Logf("/readyz %v after the INPUT hook's flush:\n%s", time.Since(began).Round(10*time.Millisecond), body)
 		if !strings.HasSuffix(body, "readyz check failed\n") || !strings.Contains(body, "[+]store ok\n") {
 			t.Fatalf("/readyz body:\n%s", body)
 		}
@@ -184,7 +184,7 @@ func TestStartupTaintRemovedOnceReady(t *testing.T) {
 	c.SetTaints(ours, other)
 
 	n.addPod(t, "payments", "api-1") // records the base
-	n.run(t, "iptables", "-F", "INPUT")
+	n.flushInputHook(t)
 	// The admin's credential stands in for the agent's ServiceAccount
 	// (kube's TestTaintRemovalAgainstAPIServer runs with get and patch on
 	// nodes only).

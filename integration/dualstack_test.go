@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/store"
 )
 
@@ -24,9 +25,21 @@ func TestDualStack(t *testing.T) {
 	if err != nil || len(all) != 2 {
 		t.Fatalf("bindings %+v (%v), want one per family", all, err)
 	}
-	rules6 := n.run(t, "ip6tables", "-t", "nat", "-S", "METABIND-DNAT")
-	if !strings.Contains(rules6, p.ip6.String()+"/128") || !strings.Contains(n.run(t, "ip6tables", "-S", "METABIND-SOURCE"), p.rt.ContainerID) {
-		t.Fatalf("ip6tables has no rules for %s:\n%s", p.ip6, rules6)
+	// Both pieces of the IPv6 rule, as the backend finds them.
+	pieces := map[string]int{}
+	for _, o := range n.owned6(t) {
+		if o.ContainerID == p.rt.ContainerID && o.IP == p.ip6 {
+			pieces[o.Chain]++
+		}
+	}
+	if pieces[redirect.NATChain] != 1 || pieces[redirect.SourceChain] < 1 {
+		t.Fatalf("no IPv6 rules for %s: %v", p.ip6, n.owned6(t))
+	}
+	if n.backend == redirect.BackendIPTables {
+		rules6 := n.run(t, "ip6tables", "-t", "nat", "-S", "METABIND-DNAT")
+		if !strings.Contains(rules6, p.ip6.String()+"/128") || !strings.Contains(n.run(t, "ip6tables", "-S", "METABIND-SOURCE"), p.rt.ContainerID) {
+			t.Fatalf("ip6tables has no rules for %s:\n%s", p.ip6, rules6)
+		}
 	}
 
 	// ptp leaves the node's IPv6 gateway address to duplicate address
@@ -56,7 +69,9 @@ func TestDualStack(t *testing.T) {
 	if all, _ := store.ReadAll(n.stateDir, time.Second); len(all) != 0 {
 		t.Fatalf("after DEL: %+v", all)
 	}
-	if rules6 := n.run(t, "ip6tables", "-t", "nat", "-S", "METABIND-DNAT"); strings.Contains(rules6, p.rt.ContainerID) {
-		t.Fatalf("after DEL ip6tables still has:\n%s", rules6)
+	for _, o := range n.owned6(t) {
+		if o.ContainerID == p.rt.ContainerID {
+			t.Fatalf("after DEL the IPv6 rules still hold %v", o)
+		}
 	}
 }

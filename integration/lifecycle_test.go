@@ -139,6 +139,41 @@ func (n *node) baseProblems(t *testing.T, extra ...netip.AddrPort) []string {
 	return out
 }
 
+// owned6 lists the node's per-pod rules of IPv6 (metadataAddress6) as the
+// backend finds them.
+func (n *node) owned6(t *testing.T) []redirect.Owned {
+	t.Helper()
+	mk, err := redirect.MakerFor(n.backend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := mk(netip.MustParseAddrPort(metadataAddr6), netip.MustParseAddrPort(responderAddr6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []redirect.Owned
+	if err := n.ns.Do(func(ns.NetNS) error {
+		out, err = rd.ListOwned()
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// flushInputHook removes, behind metabind's back, the jump of the INPUT
+// hook to metabind's source check (iptables -F INPUT, or the rules of the
+// nftables table's input chain), and returns how /readyz reports it.
+func (n *node) flushInputHook(t *testing.T) string {
+	t.Helper()
+	if n.backend == redirect.BackendNFTables {
+		n.run(t, "nft", "flush", "chain", "ip", redirect.NFTTable, "input")
+		return "[-]rules failed: nftables chain input in table " + redirect.NFTTable + " lacks metabind's rule"
+	}
+	n.run(t, "iptables", "-F", "INPUT")
+	return "[-]rules failed: filter INPUT lacks metabind's rule"
+}
+
 // flushDNATHook removes, behind metabind's back, the hook that sends the
 // metadata traffic to the per-pod DNAT: iptables' nat PREROUTING jumps, or
 // the rules of the nftables table's prerouting chain.
