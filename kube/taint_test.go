@@ -77,7 +77,6 @@ func TestTaintRemovalAgainstAPIServer(t *testing.T) {
 	})
 }
 
-
 // serviceAccountClient is a client with the token of a new ServiceAccount
 // granted verbs on nodes, and nothing else.
 func serviceAccountClient(t *testing.T, c *kubeapi.Cluster, name string, verbs []string) kubernetes.Interface {
