@@ -28,16 +28,18 @@ identities:
 limits: {requestsPerSecond: 10000, burst: 100000}
 `
 
-// writerUnderLoad measures ADD and DEL of the metabind chain idle and while
-// the responder serves a bound pod's token requests as fast as 16 keep-alive
-// clients can send them: the plugin must never wait on the responder.
-func writerUnderLoad(cni *libcni.CNIConfig, node ns.NetNS, list *libcni.NetworkConfigList, pods int, binDir, dir string) error {
+// writerUnderLoad measures ADD and DEL of a metabind chain idle and while
+// the responder, on the chain's node and state, serves a bound pod's token
+// requests as fast as 16 keep-alive clients can send them: the plugin must
+// never wait on the responder.
+func writerUnderLoad(cni *libcni.CNIConfig, mb *chainRun, pods int, binDir, dir string) error {
+	node, list := mb.node.ns, mb.list
 	cfg := filepath.Join(dir, "responder.yaml")
 	if err := os.WriteFile(cfg, []byte(loadConfig), 0o600); err != nil {
 		return err
 	}
 	resp := exec.Command("nsenter", "--net="+node.Path(), "--", filepath.Join(binDir, "metabind-responder"),
-		"--state-dir", filepath.Join(dir, "state"), "--config", cfg, "--log-level", "error")
+		"--state-dir", mb.node.stateDir, "--config", cfg, "--log-level", "error")
 	resp.Stderr = os.Stderr
 	if err := resp.Start(); err != nil {
 		return err
@@ -102,8 +104,8 @@ func writerUnderLoad(cni *libcni.CNIConfig, node ns.NetNS, list *libcni.NetworkC
 		close(stop)
 		wg.Wait()
 		if run == busy {
-			fmt.Printf("\n4. Writer under read load: ADD/DEL of the metabind chain, %d pods each; load: %.0f token requests/s\n\n",
-				pods, float64(served.Load())/time.Since(start).Seconds())
+			fmt.Printf("\n4. Writer under read load: ADD/DEL of the chain %s, %d pods each; load: %.0f token requests/s\n\n",
+				mb.name, pods, float64(served.Load())/time.Since(start).Seconds())
 		}
 	}
 	fmt.Printf("%-26s %10s %10s %10s %10s\n", "responder", "ADD p50", "ADD p99", "DEL p50", "DEL p99")

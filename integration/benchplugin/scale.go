@@ -3,10 +3,8 @@ package main
 import (
 	"fmt"
 	"net/netip"
-	"slices"
 	"time"
 
-	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/metabind/metabind/plugin"
@@ -14,104 +12,130 @@ import (
 	"github.com/metabind/metabind/store"
 )
 
-// scale measures what metabind adds to ADD and DEL on a node that already
-// holds 10 and 1,000 bindings with their rules, alternating. The existing
-// pods are written as the plugin would leave them (bindings in the store,
-// both rules per pod), without real pods behind them.
-func scale(cni *libcni.CNIConfig, node ns.NetNS, plainList, mbList *libcni.NetworkConfigList, pods int, stateDir string) error {
-	meta := netip.MustParseAddrPort(plugin.DefaultMetadataAddress)
-	resp := netip.MustParseAddrPort(plugin.DefaultResponderAddress)
-	rd, err := redirect.New(meta, resp)
+// scaleTarget bounds what metabind adds on a node holding 1,000 bindings
+// against one holding 10, for ADD and DEL each.
+const scaleTarget = 1.1
+
+// scaleSizes are the existing bindings of the two nodes of each backend.
+var scaleSizes = []int{10, 1000}
+
+// scale measures table 2: what metabind adds to ADD and DEL on a node
+// already holding 10 and one holding 1,000 bindings with their rules. Each
+// backend has both nodes, and ptp + host-local has one for the baseline;
+// the chains alternate pod by pod, so the 10 and the 1,000 of a backend
+// are measured at the same moments.
+func scale(b *bench, pods int, backends []string) error {
+	base, err := b.chain("ptp+host-local", "scale-plain")
 	if err != nil {
 		return err
 	}
-	existing := func(n int) []store.Binding {
-		out := make([]store.Binding, n)
-		for i := range out {
-			out[i] = store.Binding{
-				IP: netip.AddrFrom4([4]byte{10, 194, byte(i / 250), byte(1 + i%250)}), ContainerID: fmt.Sprintf("scale-%d", i),
-				IfName: "eth0", HostInterface: fmt.Sprintf("vscale%d", i), Responder: resp,
-				Namespace: "scale", Pod: fmt.Sprintf("pod-%d", i), PodUID: fmt.Sprintf("uid-%d", i), Created: time.Now(),
-			}
-		}
-		return out
-	}
-	rules := func(bs []store.Binding) []redirect.Rule {
-		out := make([]redirect.Rule, len(bs))
-		for i, b := range bs {
-			out[i] = redirect.Rule{HostInterface: b.HostInterface, IP: b.IP, Responder: b.Responder, ContainerID: b.ContainerID, IfName: b.IfName}
-		}
-		return out
-	}
-	// set makes the node hold exactly the first n of the scale pods.
-	held := 0
-	all := existing(1000)
-	set := func(n int) error {
-		st, err := store.Open(stateDir, 5*time.Second)
-		if err != nil {
-			return err
-		}
-		err = st.Update(func(tx *store.Tx) error {
-			for _, b := range all[min(n, held):max(n, held)] {
-				if n > held {
-					if err := tx.Put(b); err != nil {
-						return err
-					}
-				} else if err := tx.Delete(b.IP); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		st.Close()
-		if err != nil {
-			return err
-		}
-		return node.Do(func(ns.NetNS) error {
-			change := rules(all[min(n, held):max(n, held)])
-			if n > held {
-				return rd.AddBatch(change, true)
-			}
-			return rd.RemoveBatch(change)
-		})
-	}
-	type sample struct{ plain, mb chainRun }
-	by := map[int]*sample{10: {}, 1000: {}}
-	const rounds = 4
-	for r := 0; r < rounds; r++ {
-		for _, n := range []int{10, 1000} {
-			if err := set(n); err != nil {
-				return fmt.Errorf("populate %d: %w", n, err)
-			}
-			held = n
-			s := by[n]
-			s.plain.list, s.mb.list = plainList, mbList
-			if err := alternate(cni, node, []*chainRun{&s.plain, &s.mb}, 0, max(pods/rounds, 5)); err != nil {
+	chains := []*chainRun{base}
+	by := map[string]map[int]*chainRun{}
+	for _, be := range backends {
+		by[be] = map[int]*chainRun{}
+		for _, n := range scaleSizes {
+			c, err := b.chain(fmt.Sprintf("+ metabind (%s), %d bindings", be, n), fmt.Sprintf("scale-%s-%d", be, n), metabindConf(be))
+			if err != nil {
 				return err
 			}
+			by[be][n] = c
+			chains = append(chains, c)
 		}
 	}
-	if err := set(0); err != nil {
+	// The warm-up pod installs the base as the plugin does and records it;
+	// the other pods come after, and one more warm-up pod meets them.
+	if err := alternate(b.cni, chains, -1, 0); err != nil {
 		return err
 	}
-	fmt.Printf("\n2. Plugin scale: what metabind adds (p50 of the metabind chain minus p50 of the plain chain), %d rounds alternating\n\n", rounds)
-	fmt.Printf("%-28s %10s %10s\n", "existing bindings and rules", "ADD added", "DEL added")
-	added := func(s *sample, add bool) time.Duration {
-		if add {
-			return median(s.mb.add) - median(s.plain.add)
+	for _, be := range backends {
+		for _, n := range scaleSizes {
+			if err := populate(by[be][n].node, be, n); err != nil {
+				return fmt.Errorf("%s: %d bindings: %w", be, n, err)
+			}
 		}
-		return median(s.mb.del) - median(s.plain.del)
 	}
-	for _, n := range []int{10, 1000} {
-		fmt.Printf("%-28d %10s %10s\n", n, ms(added(by[n], true)), ms(added(by[n], false)))
+	if err := alternate(b.cni, chains, -1, 0); err != nil {
+		return err
 	}
-	fmt.Printf("%-28s %9.2fx %9.2fx   (target <= 1.25x)\n", "1000 / 10",
-		float64(added(by[1000], true))/float64(added(by[10], true)), float64(added(by[1000], false))/float64(added(by[10], false)))
+	if err := resetLogs(chains); err != nil {
+		return err
+	}
+	load := loadavg()
+	if err := alternate(b.cni, chains, 0, pods); err != nil {
+		return err
+	}
+
+	fmt.Printf("\n2. Plugin scale: what metabind adds (p50 of its chain minus p50 of ptp+host-local) on a node already holding\n")
+	fmt.Printf("   10 and one holding 1,000 bindings with their rules (written as the plugin leaves them: store records, both\n")
+	fmt.Printf("   rules per pod, no pods behind them); a node per backend and size, %d pods per chain, the chains alternating\n", pods)
+	fmt.Printf("   pod by pod. \"in plugin\": p50 of the plugin's own time from its log. Load average before %s, after %s.\n\n", load, loadavg())
+	fmt.Printf("%-10s %-18s %10s %10s %14s %14s\n", "backend", "existing bindings", "ADD added", "DEL added", "in plugin ADD", "in plugin DEL")
+	for _, be := range backends {
+		type row struct{ add, del, inAdd, inDel time.Duration }
+		rows := map[int]row{}
+		for _, n := range scaleSizes {
+			c := by[be][n]
+			inAdd, inDel, err := pluginTimes(c.node.logFile)
+			if err != nil {
+				return err
+			}
+			r := row{pct(c.add, 50) - pct(base.add, 50), pct(c.del, 50) - pct(base.del, 50), pct(inAdd, 50), pct(inDel, 50)}
+			rows[n] = r
+			fmt.Printf("%-10s %-18d %10s %10s %14s %14s\n", be, n, ms(r.add), ms(r.del), ms(r.inAdd), ms(r.inDel))
+		}
+		lo, hi := rows[scaleSizes[0]], rows[scaleSizes[1]]
+		met := func(a, b time.Duration) bool { return b > 0 && float64(a) <= scaleTarget*float64(b) }
+		fmt.Printf("%-10s %-18s %10s %10s %14s %14s   %s\n", be, "1000 / 10", times(hi.add, lo.add), times(hi.del, lo.del),
+			times(hi.inAdd, lo.inAdd), times(hi.inDel, lo.inDel), verdict(fmt.Sprintf("<= %gx", scaleTarget), met(hi.add, lo.add), met(hi.del, lo.del)))
+	}
 	return nil
 }
 
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
+// populate writes count bindings into a node's store and their rules into
+// its netns through the backend's own batch, as the plugin leaves them.
+func populate(n *node, backend string, count int) error {
+	meta := netip.MustParseAddrPort(plugin.DefaultMetadataAddress)
+	resp := netip.MustParseAddrPort(plugin.DefaultResponderAddress)
+	bs := make([]store.Binding, count)
+	rules := make([]redirect.Rule, count)
+	for i := range bs {
+		bs[i] = store.Binding{
+			IP: netip.AddrFrom4([4]byte{10, 194, byte(i / 250), byte(1 + i%250)}), Network: n.id, ContainerID: fmt.Sprintf("scale-%d", i),
+			IfName: "eth0", HostInterface: fmt.Sprintf("vscale%d", i), Responder: resp,
+			Namespace: "scale", Pod: fmt.Sprintf("pod-%d", i), PodUID: fmt.Sprintf("uid-%d", i), Created: time.Now(),
+		}
+		rules[i] = redirect.RuleFor(bs[i])
+	}
+	st, err := store.Open(n.stateDir, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	err = st.Update(func(tx *store.Tx) error {
+		for _, b := range bs {
+			if err := tx.Put(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	mk, err := redirect.MakerFor(backend)
+	if err != nil {
+		return err
+	}
+	return n.ns.Do(func(ns.NetNS) error {
+		rd, err := mk(meta, resp)
+		if err != nil {
+			return err
+		}
+		if _, err := rd.EnsureBase(); err != nil {
+			return err
+		}
+		return rd.AddBatch(rules, true)
+	})
 }

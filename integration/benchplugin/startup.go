@@ -14,7 +14,7 @@ import (
 // anything: exec, the Go runtime and package initialisation, and answering
 // CNI_COMMAND=VERSION. It compares metabind (and portmap, another Go
 // plugin) with an empty Go program built the way `make build` builds
-// metabind (static, -trimpath), in alternating rounds of execs each, and
+// metabind (buildGo), in alternating rounds of execs each, and
 // prints the median per exec of each binary.
 // extra adds binaries to compare (NAME=PATH each), e.g. an older build.
 func startup(binDir, cniDir string, rounds, execs int, extra []string) error {
@@ -25,7 +25,7 @@ func startup(binDir, cniDir string, rounds, execs int, extra []string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	empty, err := buildEmpty(dir)
+	empty, err := buildGo(dir, "empty-main", "package main\n\nfunc main() {}\n")
 	if err != nil {
 		return err
 	}
@@ -81,29 +81,6 @@ func startup(binDir, cniDir string, rounds, execs int, extra []string) error {
 		fmt.Printf("%-36s %10s %10s %7.1f MB %10s%s\n", b.name, msf(pct(b.times, 50)), msf(pct(b.times, 95)), float64(b.size)/1e6, ratio, target)
 	}
 	return nil
-}
-
-// buildEmpty builds `package main; func main() {}` as `make build` builds
-// metabind.
-func buildEmpty(dir string) (string, error) {
-	src := filepath.Join(dir, "empty")
-	if err := os.MkdirAll(src, 0o755); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module empty\n"), 0o644); err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
-		return "", err
-	}
-	out := filepath.Join(dir, "empty-main")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, ".")
-	cmd.Dir = src
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build the empty program: %v: %s", err, b)
-	}
-	return out, nil
 }
 
 var versionStdin = []byte(`{"cniVersion":"1.1.0"}`)
