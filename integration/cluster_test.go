@@ -35,6 +35,7 @@ import (
 	"github.com/metabind/metabind/integration/kubenode"
 	"github.com/metabind/metabind/integration/manifests"
 	"github.com/metabind/metabind/internal/ociimage"
+	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/store"
 )
 
@@ -134,6 +135,11 @@ func TestOnARealNode(t *testing.T) {
 		checkBound(t, stateDir, served[p.Name])
 		checkWorkloadIdentity(t, n, served[p.Name], fg, fa)
 	}
+	// deploy/'s netconf names no backend: auto, which is nftables on a
+	// kernel with nf_tables (every kernel this suite runs on).
+	if bases, err := store.ReadBases(stateDir, time.Second); err != nil || len(bases) != 1 || bases[0].Backend != redirect.BackendNFTables {
+		t.Fatalf("the node's recorded base: %+v, %v; want one, nftables (auto)", bases, err)
+	}
 	t.Logf("phase: two workload pods served their own identities in %v", time.Since(phase).Round(time.Millisecond))
 
 	// 3. The primary CNI rewrites its conflist without metabind, and with a
@@ -201,8 +207,8 @@ func TestOnARealNode(t *testing.T) {
 				return false, "still bound: " + b.Pod
 			}
 		}
-		rules := iptablesSave(t, n.NetNSPath)
-		return !strings.Contains(rules, " "+ip+"/32 "), "rules still name " + ip
+		owned := ownedOnNode(t, n.NetNSPath)
+		return !slices.ContainsFunc(owned, func(o redirect.Owned) bool { return o.IP.String() == ip }), fmt.Sprintf("rules still name %s: %v", ip, owned)
 	})
 	t.Logf("phase: api-2 deleted, binding and rules gone in %v", time.Since(phase).Round(time.Millisecond))
 
@@ -730,13 +736,30 @@ func sameBindings(a, b []store.Binding) bool {
 	return slices.Equal(key(a), key(b))
 }
 
-func iptablesSave(t *testing.T, netnsPath string) string {
+// ownedOnNode lists the per-pod redirect pieces in the node's netns, of
+// either backend (the default, auto, is nftables where the kernel has it).
+func ownedOnNode(t *testing.T, netnsPath string) []redirect.Owned {
 	t.Helper()
-	out, err := exec.Command("nsenter", "--net="+netnsPath, "--", "iptables-save").Output()
+	var out []redirect.Owned
+	err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		for _, b := range []string{redirect.BackendIPTables, redirect.BackendNFTables} {
+			mk, _ := redirect.MakerFor(b)
+			rd, err := mk(metadataAddrPort, responderAddrPort)
+			if err != nil {
+				return err
+			}
+			owned, err := rd.ListOwned()
+			if err != nil {
+				return fmt.Errorf("%s: %w", b, err)
+			}
+			out = append(out, owned...)
+		}
+		return nil
+	})
 	if err != nil {
-		t.Fatalf("iptables-save in the node netns: %v", err)
+		t.Fatalf("list the redirect in the node netns: %v", err)
 	}
-	return string(out)
+	return out
 }
 
 func readString(t *testing.T, file string) string {

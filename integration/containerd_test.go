@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/metabind/metabind/integration/kubenode"
+	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/store"
 )
 
@@ -471,20 +472,20 @@ func renderTemplate(t *testing.T, name, dst string, data map[string]string) {
 	}
 }
 
-// metabindRules are metabind's per-pod rules on the node that name the
-// sandbox (their comment is metabind:<containerID>/<ifname>).
-func metabindRules(t *testing.T, n *node, id string) (dnat, source []string) {
+// metabindRules are metabind's per-pod pieces on the node that belong to
+// the sandbox, as the node's backend lists them.
+func metabindRules(t *testing.T, n *node, id string) (dnat, source []redirect.Owned) {
 	t.Helper()
-	pick := func(rules string) []string {
-		var found []string
-		for _, line := range strings.Split(rules, "\n") {
-			if strings.Contains(line, id) {
-				found = append(found, line)
-			}
+	for _, o := range n.owned(t) {
+		switch {
+		case o.ContainerID != id:
+		case o.Chain == redirect.NATChain:
+			dnat = append(dnat, o)
+		default:
+			source = append(source, o)
 		}
-		return found
 	}
-	return pick(n.natRules(t)), pick(n.run(t, "iptables", "-S", "METABIND-SOURCE"))
+	return dnat, source
 }
 
 // pluginCall is one line of metabind's log.

@@ -20,6 +20,7 @@ import (
 	"github.com/metabind/metabind/doctor"
 	"github.com/metabind/metabind/integration/fakedns"
 	"github.com/metabind/metabind/integration/kubeapi"
+	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/responder/issuer"
 )
 
@@ -217,18 +218,9 @@ func TestDoctor(t *testing.T) {
 	})
 
 	t.Run("missing jump", func(t *testing.T) {
-		var jump string
-		for _, l := range strings.Split(d.run(t, "iptables", "-t", "nat", "-S", "PREROUTING"), "\n") {
-			if strings.Contains(l, "-j METABIND-DNAT") {
-				jump = l
-			}
-		}
-		if jump == "" {
-			t.Fatal("no jump to METABIND-DNAT in nat PREROUTING")
-		}
-		d.run(t, "sh", "-c", "iptables -t nat "+strings.Replace(jump, "-A ", "-D ", 1))
+		d.flushDNATHook(t) // nat PREROUTING, or the nftables prerouting chain
 		results, failed := d.doctor(t, podArgs...)
-		wantFail(t, results, failed, "base-rules", "nat PREROUTING lacks metabind's rule", "metabindctl gc")
+		wantFail(t, results, failed, "base-rules", "lacks metabind's rule", "metabindctl gc")
 		table, _ := exec.Command("nsenter", append([]string{"--net=" + d.ns.Path(), "--", filepath.Join(binDir, "metabindctl"), "doctor",
 			"--state-dir", d.stateDir, "--cni-conf-dir", d.confDir, "--cni-bin-dir", d.cniBinDir, "--config", d.config}, podArgs...)...).CombinedOutput()
 		t.Logf("responder down, a jump missing:\n%s", table)
@@ -243,29 +235,47 @@ func TestDoctor(t *testing.T) {
 	})
 }
 
-// testRulesOutOfStep removes web's DNAT and adds a copy of api's under a
-// container no binding names: doctor's pod-rules check and `rules list`
+// testRulesOutOfStep removes web's DNAT piece and adds one under a
+// container no binding names (for an address no pod has, on api's veth),
+// through the node's backend: doctor's pod-rules check and `rules list`
 // both find the orphan and the binding short of its rules.
 func testRulesOutOfStep(t *testing.T, d *doctorNode, api, web *pod, podArgs []string) {
-	var apiRule, webRule string
-	for _, l := range strings.Split(d.natRules(t), "\n") {
-		switch {
-		case strings.Contains(l, api.rt.ContainerID):
-			apiRule = l
-		case strings.Contains(l, web.rt.ContainerID):
-			webRule = l
+	const stranger = "0123456789abcdef0123"
+	var apiPiece redirect.Owned
+	for _, o := range d.natOwned(t) {
+		switch o.ContainerID {
+		case api.rt.ContainerID:
+			apiPiece = o
+		case web.rt.ContainerID:
+			if err := d.ns.Do(func(ns.NetNS) error { return d.backendIn(t).Delete(o) }); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
-	if apiRule == "" || webRule == "" {
-		t.Fatalf("pod rules not found:\n%s", d.natRules(t))
+	if apiPiece.ContainerID == "" {
+		t.Fatalf("api's DNAT piece not found: %v", d.natOwned(t))
 	}
-	const stranger = "0123456789abcdef0123"
-	d.run(t, "sh", "-c", "iptables -t nat "+strings.Replace(webRule, "-A ", "-D ", 1))
-	d.run(t, "sh", "-c", "iptables -t nat "+strings.ReplaceAll(apiRule, api.rt.ContainerID, stranger))
+	strangerIP := netip.AddrFrom4([4]byte{10, 197, 200, 99})
+	err := d.ns.Do(func(ns.NetNS) error {
+		rd := d.backendIn(t)
+		if _, err := rd.Add(redirect.Rule{HostInterface: apiPiece.Interface, IP: strangerIP, Responder: responderAddrPort, ContainerID: stranger, IfName: "eth0"}); err != nil {
+			return err
+		}
+		owned, err := rd.ListOwned()
+		for _, o := range owned {
+			if o.ContainerID == stranger && o.Chain == redirect.SourceChain {
+				err = errors.Join(err, rd.Delete(o)) // the orphan is a DNAT piece alone
+			}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	results, failed := d.doctor(t, podArgs...)
 	wantFail(t, results, failed, "pod-rules", fmt.Sprintf("1 binding without its rules: %s (web/site-1)", web.ip), "metabindctl gc")
-	wantFail(t, results, failed, "pod-rules", "1 rule without a binding: METABIND-DNAT "+api.ip.String()+" "+stranger[:13]+"/eth0", "")
+	wantFail(t, results, failed, "pod-rules", "1 rule without a binding: METABIND-DNAT "+strangerIP.String()+" "+stranger[:13]+"/eth0", "")
 
 	ctl := filepath.Join(binDir, "metabindctl")
 	var listed struct {

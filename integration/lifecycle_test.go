@@ -461,6 +461,13 @@ func TestMetabindctlGC(t *testing.T) {
 	if len(all) != 1 || all[0].IP != kept.ip || len(n.inconsistencies(t)) != 0 || strings.Contains(n.natRules(t), gone.rt.ContainerID) {
 		t.Fatalf("after gc: %+v, %v\n%s", all, n.inconsistencies(t), out)
 	}
+	// With the address given (as an admin copies it from the conflist), gc
+	// keeps the backend the plugin recorded for it: it neither puts the
+	// other backend's base in nor takes this one's out.
+	out = n.run(t, ctl, "--state-dir", n.stateDir, "gc", "--metadata-address", metadataAddrPort.String())
+	if present := n.present(t); !present[n.backend] || present[redirect.Other(n.backend)] || len(n.inconsistencies(t)) != 0 {
+		t.Fatalf("gc --metadata-address on a %s node: backends present %v, %v\n%s", n.backend, present, n.inconsistencies(t), out)
+	}
 
 	// Run where the pods' netns paths are not visible (inside a container
 	// without the host's /var/run/netns), gc would unbind every pod: it

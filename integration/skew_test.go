@@ -14,6 +14,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/metabind/metabind/redirect"
 	"github.com/metabind/metabind/store"
 )
 
@@ -63,9 +64,22 @@ func TestSkewRollingUpdateAndRollback(t *testing.T) {
 	responder = n.startResponderFrom(t, cur, responderConfig)
 	n.expectServed(t, "c: new responder, pods of both plugins", a, b, c)
 
-	// d. Rollback: the old responder serves all three, the old plugin binds
-	// D and removes A (its own) and C (the new plugin's), and keeps the
-	// store's versions.
+	// d. Rollback. The previous release programs only iptables, and C's
+	// ADD put the node on this release's default, auto (nftables here):
+	// the old plugin's pods would be refused by nftables' source check. So
+	// a rollback starts with the node switched back, with this release's
+	// metabindctl while its responder serves (docs/OPERATIONS.md); the
+	// record of the switch keeps the repair loop from switching again.
+	if n.backend != redirect.BackendIPTables {
+		n.run(t, filepath.Join(cur, "metabindctl"), "--state-dir", n.stateDir, "rules", "backend", redirect.BackendIPTables)
+		n.expectServed(t, "d: switched back to iptables", a, b, c)
+		if present := n.present(t); !present[redirect.BackendIPTables] || present[redirect.BackendNFTables] {
+			t.Fatalf("d: after rules backend iptables the node holds %v", present)
+		}
+	}
+	// The old responder serves all three, the old plugin binds D and
+	// removes A (its own) and C (the new plugin's), and keeps the store's
+	// versions.
 	stopResponder(t, responder)
 	n.expectNoAnswer(t, "d: no responder", a, b, c)
 	n.usePluginFrom(old)

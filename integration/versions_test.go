@@ -113,9 +113,9 @@ func testSpecVersion(t *testing.T, v string, c chain) {
 	if all, err := store.ReadAll(n.stateDir, time.Second); err != nil || len(all) != 0 {
 		t.Errorf("bindings after DEL: %+v %v", all, err)
 	}
-	for _, rules := range []string{n.listChain("nat", "METABIND-DNAT"), n.listChain("filter", "METABIND-SOURCE")} {
-		if strings.Contains(rules, p.rt.ContainerID) {
-			t.Errorf("a rule of the pod is left after DEL:\n%s", rules)
+	for _, o := range n.owned(t) {
+		if o.ContainerID == p.rt.ContainerID {
+			t.Errorf("a rule of the pod is left after DEL: %v", o)
 		}
 	}
 }

@@ -57,7 +57,9 @@ func (p *Plugin) gc(c *call) error {
 	if err != nil {
 		return err
 	}
-	rep, err := reconcile.Run(reconcile.Options{StateDir: c.conf.StateDir, LockTimeout: gcLockTimeout, Redirects: rds, Keep: keep})
+	// The netconf's bases are recorded as ADD records them: a GC with
+	// another backend switches the node for good.
+	rep, err := reconcile.Run(reconcile.Options{StateDir: c.conf.StateDir, LockTimeout: gcLockTimeout, Redirects: rds, Keep: keep, Record: p.bases(c)})
 	c.note("removedBindings", len(rep.RemovedBindings), "removedRules", len(rep.RemovedRules), "restoredRules", len(rep.RestoredRules), "baseRepairs", rep.BaseRepairs, "unreadableRecords", rep.Unreadable)
 	if err != nil {
 		return err

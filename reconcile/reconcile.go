@@ -38,6 +38,11 @@ type Options struct {
 	// RefuseAll refuses to remove every binding at once (see ErrAll).
 	RefuseAll bool
 	DryRun    bool
+	// Record are base records to write once the run is done, as an ADD
+	// writes its netconf's: a GC that switches the node's backend records
+	// the switch, or the repair loop, which follows the records, would
+	// switch the node back.
+	Record []store.Base
 }
 
 // ErrAll is Run's answer when Keep would remove every binding on the node
@@ -107,7 +112,32 @@ func Run(o Options) (Report, error) {
 			rep.BaseRepairs = append(rep.BaseRepairs, "removed the "+redirect.Other(rd.Name())+" redirect: the node switched to "+rd.Name())
 		}
 	}
+	if !o.DryRun && len(o.Record) > 0 {
+		if err := o.record(); err != nil {
+			rep.Errors = append(rep.Errors, fmt.Errorf("record the bases: %w", err))
+		}
+	}
 	return rep, nil
+}
+
+// record writes o.Record into the store.
+func (o Options) record() error {
+	st, err := store.Open(o.StateDir, o.LockTimeout)
+	if err != nil {
+		return err
+	}
+	err = st.Update(func(tx *store.Tx) error {
+		for _, b := range o.Record {
+			if err := tx.RecordBase(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // records reports whether one of the redirects of family fam is backend's.

@@ -77,10 +77,11 @@ const (
 	BackendAuto     = "auto"
 )
 
-// DefaultBackend is the backend of a netconf without "backend", and of a
-// recorded base without one (written before backends had names). The one
-// line to change when nftables becomes the default: BackendAuto.
-const DefaultBackend = BackendIPTables
+// DefaultBackend is the backend of a netconf without "backend": nftables
+// where the kernel answers its netlink requests, iptables elsewhere. A
+// recorded base without a backend is iptables (ForBase): it was written
+// before backends had names.
+const DefaultBackend = BackendAuto
 
 // Maker creates the Backend of one metadata address and the other
 // addresses of its family redirected like it (a backend's constructor, or

@@ -19,7 +19,8 @@ type Base struct {
 	// (netconf containerCredentialsAddress, or its IPv6 key). Records
 	// written before it existed have none.
 	Extra []netip.AddrPort `json:"extra,omitempty"`
-	// Backend is what programs the redirect: "iptables" today.
+	// Backend is what programs the redirect: "iptables" or "nftables"
+	// ("" in records written before backends had names: iptables).
 	Backend  string    `json:"backend"`
 	Recorded time.Time `json:"recorded"`
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"time"
 
@@ -71,22 +72,18 @@ func runGC(stateDir string, argv []string, stdout, stderr io.Writer) error {
 
 // gcRedirects are the bases gc keeps whole: the addresses given, checked
 // as the plugin checks its netconf, or else every base the plugin recorded
-// (the defaults on a store that has none yet).
+// (the defaults on a store that has none yet). Each runs the backend
+// recorded for it: gc never switches a node's backend (rules backend does).
 func gcRedirects(stateDir, metadata, responder, metadata6, responder6 string) ([]redirect.Backend, error) {
-	var pairs []store.Base // the recorded bases keep their extra addresses
-	if metadata == "" && metadata6 == "" {
-		bases, err := store.ReadBases(stateDir, readTimeout)
-		if err != nil {
-			return nil, err
-		}
-		for _, b := range bases {
-			pairs = append(pairs, b)
-		}
-		if len(pairs) == 0 {
+	recorded, err := store.ReadBases(stateDir, readTimeout)
+	if err != nil {
+		return nil, err
+	}
+	bases := recorded // they keep their extra addresses
+	if metadata != "" || metadata6 != "" || len(recorded) == 0 {
+		if metadata == "" && metadata6 == "" {
 			metadata = plugin.DefaultMetadataAddress
 		}
-	}
-	if len(pairs) == 0 {
 		netconf, err := json.Marshal(map[string]string{
 			"cniVersion": "1.1.0", "name": "metabindctl", "type": "metabind", "stateDir": stateDir,
 			"metadataAddress": metadata, "responderAddress": responder,
@@ -99,20 +96,37 @@ func gcRedirects(stateDir, metadata, responder, metadata6, responder6 string) ([
 		if err != nil {
 			return nil, err
 		}
-		pairs = append(pairs, store.Base{Metadata: conf.Metadata, Responder: conf.Responder})
+		bases = []store.Base{givenBase(recorded, conf.Metadata, conf.Responder)}
 		if conf.Metadata6.IsValid() {
-			pairs = append(pairs, store.Base{Metadata: conf.Metadata6, Responder: conf.Responder6})
+			bases = append(bases, givenBase(recorded, conf.Metadata6, conf.Responder6))
 		}
 	}
 	var out []redirect.Backend
-	for _, p := range pairs {
-		rd, err := redirect.ForBase(p)
+	for _, b := range bases {
+		rd, err := redirect.ForBase(b)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, rd)
 	}
 	return out, nil
+}
+
+// givenBase is the base of an address given on the command line, with the
+// backend recorded for the address, or else the plugin's default, resolved
+// as the plugin resolves it.
+func givenBase(recorded []store.Base, metadata, responder netip.AddrPort) store.Base {
+	backend := redirect.DefaultBackend
+	for _, b := range recorded {
+		if b.Metadata == metadata {
+			backend = b.Backend
+			if backend == "" {
+				backend = redirect.BackendIPTables // recorded before backends had names
+			}
+			break
+		}
+	}
+	return store.Base{Metadata: metadata, Responder: responder, Backend: redirect.Resolve(backend)}
 }
 
 // netnsExists keeps a binding while its pod's netns is there. A binding

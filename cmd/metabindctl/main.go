@@ -10,6 +10,7 @@
 //	metabindctl uninstall [--cni-conf-dir DIR] [--cni-bin-dir DIR]
 //	metabindctl doctor [--state-dir DIR] [--cni-conf-dir DIR] [--cni-bin-dir DIR] [--config FILE] [--admin-address ADDR] [--pod-netns PATH] [--pod-resolv-conf FILE] [-o table|json]
 //	metabindctl [--state-dir DIR] rules list [-o table|json]
+//	metabindctl [--state-dir DIR] rules backend [--dry-run] [iptables|nftables|auto]
 package main
 
 import (
@@ -49,8 +50,12 @@ Commands:
                                   check the node's set-up (plugin, conflist, rules, responder, keys,
                                   Kubernetes credential, a pod's DNS) with a fix for each failure;
                                   exits non-zero when a check fails
-  rules list [-o table|json]      the per-pod iptables rules with the binding each belongs to, rules
-                                  without a binding (ORPHAN) and bindings without rules (MISSING)
+  rules list [-o table|json]      the per-pod rules (iptables rules or nftables elements) with the binding
+                                  each belongs to, rules without a binding (ORPHAN) and bindings without
+                                  rules (MISSING)
+  rules backend [--dry-run] [B]   the redirect backend the node runs; with B (iptables, nftables, auto),
+                                  switch the node to it: B's rules in for every binding, the other's out,
+                                  recorded (before a rollback to a release without nftables: iptables)
 
 Flags:
 `

@@ -13,8 +13,11 @@ import (
 // runRules is "rules list": the per-pod rules, each with its binding, the
 // rules no binding owns and the bindings without their rules.
 func runRules(stateDir string, argv []string, stdout, stderr io.Writer) error {
+	if len(argv) > 0 && argv[0] == "backend" {
+		return runRulesBackend(stateDir, argv[1:], stdout, stderr)
+	}
 	if len(argv) == 0 || argv[0] != "list" {
-		return fmt.Errorf("rules: want 'list'")
+		return fmt.Errorf("rules: want 'list' or 'backend'")
 	}
 	fs := flag.NewFlagSet("rules list", flag.ContinueOnError)
 	fs.SetOutput(stderr)
