@@ -72,6 +72,7 @@ func TestSkewRollingUpdateAndRollback(t *testing.T) {
 	// record of the switch keeps the repair loop from switching again.
 	if n.backend != redirect.BackendIPTables {
 		n.run(t, filepath.Join(cur, "metabindctl"), "--state-dir", n.stateDir, "rules", "backend", redirect.BackendIPTables)
+		n.backend = redirect.BackendIPTables // what the checks below read
 		n.expectServed(t, "d: switched back to iptables", a, b, c)
 		if present := n.present(t); !present[redirect.BackendIPTables] || present[redirect.BackendNFTables] {
 			t.Fatalf("d: after rules backend iptables the node holds %v", present)
