@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -133,6 +134,12 @@ func TestNFTMigration(t *testing.T) {
 			if got := n.present(t); got["iptables"] || !got["nftables"] {
 				t.Fatalf("after the switch to nftables: %v\n%s", got, n.pluginLog())
 			}
+			// GC recorded the switch: the responder's repair loop (every
+			// 3 s), which follows the records, leaves the node there.
+			time.Sleep(4 * time.Second)
+			if got := n.present(t); got["iptables"] || !got["nftables"] {
+				t.Fatalf("4 s after the GC's switch to nftables: %v\n%s", got, n.responderLog())
+			}
 			if bad := n.inconsistencies(t); len(bad) > 0 {
 				t.Fatalf("after the switch to nftables: %v", bad)
 			}
@@ -233,4 +240,48 @@ table inet calico {
 		t.Errorf("the node's own request: %q %v", body, err)
 	}
 	t.Logf("nft list ruleset:\n%s", n.run(t, "nft", "list", "ruleset"))
+}
+
+// metabindctl rules backend shows the node's backend and switches it with
+// live pods, never refusing a bound pod nor answering an unbound one; the
+// switch is recorded, so the responder's repair loop, which follows the
+// records, keeps the node there. A dry run changes nothing; an unknown
+// backend is refused by name.
+func TestRulesBackendSwitch(t *testing.T) {
+	n := newNode(t, chain{name: "ptp", subnet: "10.197.62.0/24", backend: redirect.BackendNFTables})
+	n.startNodeMetadataServer(t)
+	n.startResponder(t, responderConfig+"limits: {requestsPerSecond: 10000, burst: 100000}\n")
+	a, b := n.addPod(t, "payments", "api-1"), n.addPod(t, "web", "site-1")
+	unbound := n.addUnboundPod(t, "stale", "holder")
+	ctl := filepath.Join(binDir, "metabindctl")
+	show := func() string { return n.run(t, ctl, "--state-dir", n.stateDir, "rules", "backend") }
+	if out := show(); !strings.Contains(out, metadataAddrPort.String()) || !strings.Contains(out, redirect.BackendNFTables) {
+		t.Fatalf("rules backend:\n%s", out)
+	}
+	dry := n.run(t, ctl, "--state-dir", n.stateDir, "rules", "backend", "--dry-run", redirect.BackendIPTables)
+	if got := n.present(t); got[redirect.BackendIPTables] || !got[redirect.BackendNFTables] || !strings.Contains(show(), redirect.BackendNFTables) {
+		t.Fatalf("--dry-run changed the node: %v\n%s", got, dry)
+	}
+	out, err := exec.Command("nsenter", "--net="+n.ns.Path(), "--", ctl, "--state-dir", n.stateDir, "rules", "backend", "pf").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), `unknown redirect backend "pf"`) {
+		t.Fatalf("rules backend pf: %v\n%s", err, out)
+	}
+
+	pr := startProber([]*pod{a, b}, []string{"payments", "web"}, unbound)
+	time.Sleep(300 * time.Millisecond)
+	switched := n.run(t, ctl, "--state-dir", n.stateDir, "rules", "backend", redirect.BackendIPTables)
+	// Longer than the repair loop's period (3 s): were the switch not
+	// recorded, the loop would put the node back on nftables meanwhile.
+	time.Sleep(4 * time.Second)
+	pr.end(t)
+	if got := n.present(t); !got[redirect.BackendIPTables] || got[redirect.BackendNFTables] {
+		t.Fatalf("after rules backend iptables: %v\n%s\nresponder log:\n%s", got, switched, n.responderLog())
+	}
+	if out := show(); !strings.Contains(out, redirect.BackendIPTables) {
+		t.Fatalf("rules backend after the switch:\n%s", out)
+	}
+	n.backend = redirect.BackendIPTables
+	if bad := n.inconsistencies(t); len(bad) > 0 {
+		t.Fatalf("after the switch: %v", bad)
+	}
 }
