@@ -64,30 +64,29 @@ func TestSkewRollingUpdateAndRollback(t *testing.T) {
 	responder = n.startResponderFrom(t, cur, responderConfig)
 	n.expectServed(t, "c: new responder, pods of both plugins", a, b, c)
 
-	// d. Rollback. The previous release programs only iptables, and C's
-	// ADD put the node on this release's default, auto (nftables here):
-	// the old plugin's pods would be refused by nftables' source check. So
-	// a rollback starts with the node switched back, with this release's
-	// metabindctl while its responder serves (docs/OPERATIONS.md); the
-	// record of the switch keeps the repair loop from switching again.
-	if n.backend != redirect.BackendIPTables {
-		n.run(t, filepath.Join(cur, "metabindctl"), "--state-dir", n.stateDir, "rules", "backend", redirect.BackendIPTables)
-		n.backend = redirect.BackendIPTables // what the checks below read
-		n.expectServed(t, "d: switched back to iptables", a, b, c)
-		if present := n.present(t); !present[redirect.BackendIPTables] || present[redirect.BackendNFTables] {
-			t.Fatalf("d: after rules backend iptables the node holds %v", present)
-		}
-	}
-	// The old responder serves all three, the old plugin binds D and
-	// removes A (its own) and C (the new plugin's), and keeps the store's
-	// versions.
+	// d. Rollback: the old responder serves all three, the old plugin
+	// binds D and removes A (its own) and C (the new plugin's), and keeps
+	// the store's versions.
 	stopResponder(t, responder)
 	n.expectNoAnswer(t, "d: no responder", a, b, c)
 	n.usePluginFrom(old)
 	responder = n.startResponderFrom(t, old, responderConfig)
 	n.expectServed(t, "d: old responder after rollback", a, b, c)
 	d := n.addPod(t, "web", "site-d")
-	n.expectServed(t, "d: old plugin's ADD after rollback", b, d)
+	// The previous release programs only iptables, and C's ADD put the
+	// node on this release's default, auto (nftables here): D, absent from
+	// nftables' maps, fails closed until the admin switches the node back
+	// to iptables with this release's metabindctl (docs/OPERATIONS.md),
+	// which puts in every live binding's rules, D's among them.
+	if n.backend != redirect.BackendIPTables {
+		n.expectNoAnswer(t, "d: old plugin's ADD on a node still on nftables", d)
+		n.run(t, filepath.Join(cur, "metabindctl"), "--state-dir", n.stateDir, "rules", "backend", redirect.BackendIPTables)
+		n.backend = redirect.BackendIPTables // what the checks below read
+		if present := n.present(t); !present[redirect.BackendIPTables] || present[redirect.BackendNFTables] {
+			t.Fatalf("d: after rules backend iptables the node holds %v", present)
+		}
+	}
+	n.expectServed(t, "d: old plugin's ADD after rollback", a, b, c, d)
 	n.delPod(t, a)
 	n.delPod(t, c)
 	n.expectGone(t, "d: old plugin's DEL", a, c)

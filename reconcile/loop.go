@@ -117,7 +117,10 @@ func (r *Repairer) Once() Report {
 		return Report{}
 	}
 	r.lastDiff = ""
-	rep, err := Run(Options{StateDir: r.StateDir, LockTimeout: r.LockTimeout, Redirects: rds})
+	rep, err := Run(Options{StateDir: r.StateDir, LockTimeout: r.LockTimeout, Redirects: rds, Refresh: func() ([]redirect.Backend, error) {
+		_, rds, err := r.redirects()
+		return rds, err
+	}})
 	if r.OnRepair != nil {
 		r.OnRepair(rep)
 	}

@@ -38,11 +38,15 @@ type Options struct {
 	// RefuseAll refuses to remove every binding at once (see ErrAll).
 	RefuseAll bool
 	DryRun    bool
-	// Record are base records to write once the run is done, as an ADD
-	// writes its netconf's: a GC that switches the node's backend records
-	// the switch, or the repair loop, which follows the records, would
-	// switch the node back.
+	// Record are base records to write once the run is done without an
+	// error, as an ADD writes its netconf's: a GC that switches the node's
+	// backend records the switch, or the repair loop, which follows the
+	// records, would switch the node back.
 	Record []store.Base
+	// Refresh, if set, replaces Redirects once the rules lock is held: the
+	// repair loop reads the recorded bases before it waits for the lock,
+	// and a switch of backends may have changed them meanwhile.
+	Refresh func() ([]redirect.Backend, error)
 }
 
 // ErrAll is Run's answer when Keep would remove every binding on the node
@@ -66,6 +70,11 @@ func Run(o Options) (Report, error) {
 		return rep, err
 	}
 	defer lock.Close()
+	if o.Refresh != nil {
+		if o.Redirects, err = o.Refresh(); err != nil {
+			return rep, err
+		}
+	}
 
 	live, err := o.bindings(&rep)
 	if err != nil {
@@ -102,8 +111,9 @@ func Run(o Options) (Report, error) {
 		// Only now, with this backend's base and every live binding's
 		// rules in, do the other backend's objects go (a switch of
 		// backends on a node with live pods); not while a base of the
-		// family records the other.
-		if o.DryRun || o.records(fam, redirect.Other(rd.Name())) {
+		// family records the other, and not after anything failed: a
+		// new backend that did not go in whole must not be left alone.
+		if o.DryRun || o.records(fam, redirect.Other(rd.Name())) || len(rep.Errors) > 0 {
 			continue
 		}
 		if retired, err := redirect.Retire(rd); err != nil {
@@ -112,7 +122,7 @@ func Run(o Options) (Report, error) {
 			rep.BaseRepairs = append(rep.BaseRepairs, "removed the "+redirect.Other(rd.Name())+" redirect: the node switched to "+rd.Name())
 		}
 	}
-	if !o.DryRun && len(o.Record) > 0 {
+	if !o.DryRun && len(o.Record) > 0 && len(rep.Errors) == 0 {
 		if err := o.record(); err != nil {
 			rep.Errors = append(rep.Errors, fmt.Errorf("record the bases: %w", err))
 		}

@@ -38,7 +38,8 @@ func (b Base) Key() string {
 }
 
 // RecordBase stores b unless the same addresses and backend are recorded
-// already: an ADD calls it in its own transaction, where it costs one read.
+// already (a switch of backends rewrites the record, keeping its extra
+// addresses): an ADD calls it in its own transaction, where it costs one read.
 // A record of the same metadata and responder addresses gains b's extra
 // addresses it lacks and keeps its own: two networks of the node may
 // differ in them, and the jumps of either must be kept whole, not those of
@@ -49,15 +50,17 @@ func (t *Tx) RecordBase(b Base) error {
 		return fmt.Errorf("binding store has no %s bucket", bucketBases)
 	}
 	if v := bk.Get(b.key()); v != nil {
+		// A record of another backend (a switch) keeps its extra
+		// addresses too: they may be another network's.
 		var old Base
-		if json.Unmarshal(v, &old) == nil && old.Backend == b.Backend {
-			extra := old.Extra
+		if json.Unmarshal(v, &old) == nil {
+			extra := slices.Clone(old.Extra)
 			for _, a := range b.Extra {
 				if !slices.Contains(extra, a) {
 					extra = append(extra, a)
 				}
 			}
-			if len(extra) == len(old.Extra) {
+			if old.Backend == b.Backend && len(extra) == len(old.Extra) {
 				return nil
 			}
 			b.Extra = extra

@@ -51,6 +51,12 @@ func TestRecordBaseKeepsEveryExtraAddress(t *testing.T) {
 	if got := record(plain); len(got) != 1 || !slices.Equal(got[0].Extra, with.Extra) {
 		t.Fatalf("after an ADD without the extra address: %+v", got)
 	}
+	// Nor does a switch of backends by a network without it.
+	switched := plain
+	switched.Backend = "nftables"
+	if got := record(switched); len(got) != 1 || got[0].Backend != "nftables" || !slices.Equal(got[0].Extra, with.Extra) {
+		t.Fatalf("after a switch to nftables without the extra address: %+v", got)
+	}
 	if plain.Key() == with.Key() {
 		t.Fatal("bases with different extra addresses share a key")
 	}

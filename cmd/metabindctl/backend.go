@@ -28,6 +28,11 @@ func runRulesBackend(stateDir string, argv []string, stdout, stderr io.Writer) e
 	if err := fs.Parse(argv); err != nil {
 		return errUsage
 	}
+	if fs.NArg() > 1 { // flags after the backend: rules backend iptables --dry-run
+		if err := fs.Parse(append(fs.Args()[1:], fs.Arg(0))); err != nil {
+			return errUsage
+		}
+	}
 	if fs.NArg() > 1 {
 		return fmt.Errorf("rules backend takes at most one backend, got %q", fs.Args())
 	}
@@ -70,9 +75,15 @@ func runRulesBackend(stateDir string, argv []string, stdout, stderr io.Writer) e
 	for _, d := range rep.BaseRepairs {
 		fmt.Fprintf(stdout, "%s: %s\n", map[bool]string{true: "would repair", false: "repaired"}[*dryRun], d)
 	}
-	if *dryRun {
+	switch {
+	case *dryRun:
 		fmt.Fprintf(stdout, "rules backend: would switch %d bases to %s\n", len(bases), want)
-	} else {
+	case len(rep.Errors) > 0:
+		// Run kept the old backend's objects and the records: the node
+		// keeps a whole redirect, and the repair loop clears what of the
+		// new one went in.
+		fmt.Fprintf(stdout, "rules backend: not switched to %s: the node keeps the backend it records\n", want)
+	default:
 		fmt.Fprintf(stdout, "rules backend: the node's redirect is %s (%d bases recorded), %d bindings' rules put in\n", want, len(bases), len(rep.RestoredRules))
 	}
 	return errors.Join(rep.Errors...)

@@ -96,9 +96,9 @@ func gcRedirects(stateDir, metadata, responder, metadata6, responder6 string) ([
 		if err != nil {
 			return nil, err
 		}
-		bases = []store.Base{givenBase(recorded, conf.Metadata, conf.Responder)}
+		bases = []store.Base{givenBase(recorded, conf.Metadata, conf.Responder, func() string { return presentBackend(conf.Metadata, conf.Responder) })}
 		if conf.Metadata6.IsValid() {
-			bases = append(bases, givenBase(recorded, conf.Metadata6, conf.Responder6))
+			bases = append(bases, givenBase(recorded, conf.Metadata6, conf.Responder6, func() string { return presentBackend(conf.Metadata6, conf.Responder6) }))
 		}
 	}
 	var out []redirect.Backend
@@ -113,10 +113,12 @@ func gcRedirects(stateDir, metadata, responder, metadata6, responder6 string) ([
 }
 
 // givenBase is the base of an address given on the command line, with the
-// backend recorded for the address, or else the plugin's default, resolved
-// as the plugin resolves it.
-func givenBase(recorded []store.Base, metadata, responder netip.AddrPort) store.Base {
-	backend := redirect.DefaultBackend
+// backend recorded for the address; with none recorded (a store from
+// before base records, or one moved aside), the one whose objects are on
+// the node (onNode), so gc does not switch it unrecorded; else the
+// plugin's default, resolved as the plugin resolves it.
+func givenBase(recorded []store.Base, metadata, responder netip.AddrPort, onNode func() string) store.Base {
+	backend := ""
 	for _, b := range recorded {
 		if b.Metadata == metadata {
 			backend = b.Backend
@@ -126,7 +128,36 @@ func givenBase(recorded []store.Base, metadata, responder netip.AddrPort) store.
 			break
 		}
 	}
+	if backend == "" {
+		backend = onNode()
+	}
+	if backend == "" {
+		backend = redirect.DefaultBackend
+	}
 	return store.Base{Metadata: metadata, Responder: responder, Backend: redirect.Resolve(backend)}
+}
+
+// presentBackend returns the one backend with objects on the node for
+// metadata, or "" when none or both have.
+func presentBackend(metadata, responder netip.AddrPort) string {
+	var found []string
+	for _, name := range []string{redirect.BackendIPTables, redirect.BackendNFTables} {
+		mk, err := redirect.MakerFor(name)
+		if err != nil {
+			continue
+		}
+		rd, err := mk(metadata, responder)
+		if err != nil {
+			continue
+		}
+		if ok, err := rd.Present(); err == nil && ok {
+			found = append(found, name)
+		}
+	}
+	if len(found) == 1 {
+		return found[0]
+	}
+	return ""
 }
 
 // netnsExists keeps a binding while its pod's netns is there. A binding

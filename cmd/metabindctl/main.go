@@ -55,7 +55,7 @@ Commands:
                                   rules (MISSING)
   rules backend [--dry-run] [B]   the redirect backend the node runs; with B (iptables, nftables, auto),
                                   switch the node to it: B's rules in for every binding, the other's out,
-                                  recorded (before a rollback to a release without nftables: iptables)
+                                  recorded (after a rollback to a release without nftables: iptables)
 
 Flags:
 `
