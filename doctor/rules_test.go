@@ -76,7 +76,7 @@ func TestCheckBaseRulesWithoutABase(t *testing.T) {
 func owned(b store.Binding, chain string) redirect.Owned {
 	o := redirect.Owned{Table: "filter", Chain: chain, ContainerID: b.ContainerID, IfName: b.IfName, IP: b.IP, Interface: b.HostInterface}
 	if chain == redirect.NATChain {
-		o.Table, o.Spec = "nat", []string{"-j", "DNAT", "--to-destination", b.Responder.String()}
+		o.Table, o.Spec, o.To = "nat", []string{"-j", "DNAT", "--to-destination", b.Responder.String()}, b.Responder
 	}
 	return o
 }
@@ -86,7 +86,7 @@ func owned(b store.Binding, chain string) redirect.Owned {
 func TestMatch(t *testing.T) {
 	whole, half, none := testBinding("10.0.0.2", "c1"), testBinding("10.0.0.3", "c2"), testBinding("10.0.0.4", "c3")
 	moved := owned(whole, redirect.NATChain)
-	moved.Spec = []string{"-j", "DNAT", "--to-destination", "169.254.169.252:999"}
+	moved.Spec, moved.To = []string{"-j", "DNAT", "--to-destination", "169.254.169.252:999"}, netip.MustParseAddrPort("169.254.169.252:999")
 	stranger := owned(testBinding("10.0.0.5", "c9"), redirect.SourceChain)
 	p := PodRules{Bindings: []store.Binding{whole, half, none}}
 	p.match(ipv4, []redirect.Owned{owned(whole, redirect.NATChain), owned(whole, redirect.SourceChain), owned(half, redirect.NATChain), moved, stranger})

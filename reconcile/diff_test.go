@@ -11,7 +11,7 @@ import (
 func owned(b store.Binding, chain string) redirect.Owned {
 	o := redirect.Owned{Chain: chain, ContainerID: b.ContainerID, IfName: b.IfName, IP: b.IP, Interface: b.HostInterface}
 	if chain == redirect.NATChain {
-		o.Spec = []string{"--to-destination", b.Responder.String()}
+		o.Spec, o.To = []string{"--to-destination", b.Responder.String()}, b.Responder
 	}
 	return o
 }

@@ -117,7 +117,9 @@ func (r *Repairer) Once() Report {
 		return Report{}
 	}
 	r.lastDiff = ""
-	rep, err := Run(Options{StateDir: r.StateDir, LockTimeout: r.LockTimeout, Redirects: rds, Refresh: func() ([]redirect.Backend, error) {
+	// The bases are read again under the rules lock: a switch of backends
+	// may have changed them while this waited for it.
+	rep, err := Run(Options{StateDir: r.StateDir, LockTimeout: r.LockTimeout, Refresh: func() ([]redirect.Backend, error) {
 		_, rds, err := r.redirects()
 		return rds, err
 	}})

@@ -43,9 +43,9 @@ type Options struct {
 	// backend records the switch, or the repair loop, which follows the
 	// records, would switch the node back.
 	Record []store.Base
-	// Refresh, if set, replaces Redirects once the rules lock is held: the
-	// repair loop reads the recorded bases before it waits for the lock,
-	// and a switch of backends may have changed them meanwhile.
+	// Refresh, if set, gives Redirects once the rules lock is held: the
+	// repair loop's, read from the recorded bases, which a switch of
+	// backends may change while it waits for the lock.
 	Refresh func() ([]redirect.Backend, error)
 }
 

@@ -150,6 +150,8 @@ func Retire(rd Backend) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	// Present and RemoveAll find the objects by name and comment, not by
+	// responder address: the metadata address stands in for it.
 	old, err := mk(rd.Metadata(), rd.Metadata(), rd.Extra()...)
 	if err != nil {
 		return false, err

@@ -23,17 +23,7 @@ type Owned struct {
 // Is reports whether o is the piece of rule that lives in o's chain.
 func (o Owned) Is(rule Rule) bool {
 	return o.ContainerID == rule.ContainerID && o.IfName == rule.IfName && o.IP == rule.IP && o.Interface == rule.HostInterface &&
-		(o.Chain != NATChain || o.to() == rule.Responder)
-}
-
-// to is where a DNAT piece sends traffic: To, or read from the spec.
-func (o Owned) to() netip.AddrPort {
-	if o.To.IsValid() {
-		return o.To
-	}
-	v, _ := valueOf(o.Spec, "--to-destination")
-	a, _ := netip.ParseAddrPort(v)
-	return a
+		(o.Chain != NATChain || o.To == rule.Responder)
 }
 
 func (o Owned) String() string {
